@@ -1,0 +1,80 @@
+/**
+ * The Hono app: request id, structured request log, the services, every route, and the
+ * not-found, wrong-method and error handlers that keep every failure in the envelope.
+ * `createApp()` is used by the Worker and by tests alike.
+ */
+import { Hono } from "hono";
+import { HTTPException } from "hono/http-exception";
+import { methodNotAllowed } from "hono/method-not-allowed";
+import { requestId } from "hono/request-id";
+import { ConfigError } from "./config";
+import { ingestRoutes } from "./ingest/route";
+import type { AppEnv } from "./http/context";
+import { destinationRoutes } from "./http/destinations";
+import { ApiError, errorBody, errorResponse } from "./http/errors";
+import { log } from "./log";
+import { sourceRoutes } from "./http/sources";
+import { apiBodyGuard, apiBodyLimit } from "./http/validation";
+import { servicesFor } from "./services";
+
+export function createApp() {
+  const app = new Hono<AppEnv>();
+
+  app.use(requestId({ generator: () => crypto.randomUUID() }));
+  app.use(async (c, next) => {
+    const started = Date.now();
+    await next();
+    // The ingest key is a credential: never log it.
+    const path = c.req.path.startsWith("/in/") ? "/in/:ingest_key" : c.req.path;
+    log("info", "request", {
+      request_id: c.var.requestId,
+      method: c.req.method,
+      path,
+      status: c.res.status,
+      duration_ms: Date.now() - started,
+      account_id: c.var.principal?.accountId,
+    });
+  });
+  app.use(methodNotAllowed({
+    app,
+    onMethodNotAllowed: (c, methods) =>
+      c.json(errorBody("method_not_allowed", `Use ${methods.join(", ")} on this path.`), 405, {
+        Allow: methods.join(", "),
+      }),
+  }));
+  app.use(async (c, next) => {
+    // Fails closed: an unsafe configuration serves nothing but the error.
+    c.set("services", servicesFor(c.env));
+    await next();
+  });
+  app.use("/api/*", apiBodyGuard, apiBodyLimit);
+
+  app.get("/", (c) =>
+    c.json({ data: { name: "krafter", docs: "/docs", api: "/api/v1", environment: c.var.services.config.environment } }),
+  );
+  app.route("/api/v1/webhooks/sources", sourceRoutes);
+  app.route("/api/v1/webhooks/sources/:source_id/destinations", destinationRoutes);
+  app.route("/in", ingestRoutes);
+
+  app.notFound((c) => c.json(errorBody("not_found", "No such route."), 404));
+
+  app.onError((err, c) => {
+    if (err instanceof ApiError) return errorResponse(c, err);
+    if (err instanceof HTTPException) {
+      if (err.status === 400) return c.json(errorBody("invalid_json", "The request body is not valid JSON."), 400);
+      if (err.status === 413) return c.json(errorBody("payload_too_large", "The request body is too large."), 413);
+      return c.json(errorBody("bad_request", err.message || "Bad request."), err.status === 401 ? 401 : 400);
+    }
+    const requestId = c.var.requestId;
+    if (err instanceof ConfigError) {
+      log("error", "misconfigured", { request_id: requestId, message: err.message });
+      return c.json(errorBody("misconfigured", "The relay is misconfigured and refuses to serve.", undefined, requestId), 500);
+    }
+    log("error", "unhandled_error", { request_id: requestId, error: err instanceof Error ? err.name : "unknown", message: err instanceof Error ? err.message : String(err) });
+    return c.json(errorBody("internal_error", "Something went wrong on our side.", undefined, requestId), 500);
+  });
+
+  return app;
+}
+
+export type App = ReturnType<typeof createApp>;

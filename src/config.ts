@@ -1,0 +1,125 @@
+/**
+ * The Worker's bindings and its configuration, parsed once per isolate with zod.
+ * A configuration that is unsafe (private destinations allowed in production) or
+ * unusable makes the Worker refuse to serve rather than run half-configured.
+ */
+import { z } from "zod";
+import type { DestinationHealth } from "./destination-health";
+import type { DeliverMessage, FanoutMessage } from "./delivery/messages";
+
+export interface Env {
+  DB: D1Database;
+  FANOUT_QUEUE: Queue<FanoutMessage>;
+  DELIVER_QUEUE: Queue<DeliverMessage>;
+  DESTINATION_HEALTH: DurableObjectNamespace<DestinationHealth>;
+  ENVIRONMENT?: string;
+  ENCRYPTION_KEY?: string;
+  /** Older keys, comma-separated, still accepted for decryption after a rotation. */
+  ENCRYPTION_KEYS_PREVIOUS?: string;
+  ALLOW_PRIVATE_DESTINATIONS?: string;
+  RETRY_SCHEDULE?: string;
+  RETENTION_DAYS?: string;
+  MAX_BODY_BYTES?: string;
+  DELIVERY_TIMEOUT_MS?: string;
+  TEST_TIMEOUT_MS?: string;
+  DOH_URL?: string;
+  SWEEP_AFTER_SECONDS?: string;
+}
+
+const DEFAULT_RETRY_SCHEDULE = [5, 300, 1800, 7200, 18000, 36000, 36000];
+
+const intFrom = (fallback: number, min: number, max: number) =>
+  z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined || v.trim() === "") return fallback;
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < min || n > max) {
+        ctx.addIssue({ code: "custom", message: `must be an integer between ${min} and ${max}` });
+        return z.NEVER;
+      }
+      return n;
+    });
+
+const configSchema = z
+  .object({
+    ENVIRONMENT: z.string().optional().default("production"),
+    ALLOW_PRIVATE_DESTINATIONS: z
+      .string()
+      .optional()
+      .transform((v) => v === "true" || v === "1"),
+    RETRY_SCHEDULE: z
+      .string()
+      .optional()
+      .transform((v, ctx) => {
+        if (v === undefined || v.trim() === "") return DEFAULT_RETRY_SCHEDULE;
+        const parts = v.split(",").map((p) => Number(p.trim()));
+        // Queue delays go up to 24 h; retries up to 100.
+        if (parts.length > 99 || parts.some((n) => !Number.isInteger(n) || n < 0 || n > 86_400)) {
+          ctx.addIssue({ code: "custom", message: "comma-separated whole seconds between 0 and 86400" });
+          return z.NEVER;
+        }
+        return parts;
+      }),
+    RETENTION_DAYS: intFrom(30, 1, 3650),
+    MAX_BODY_BYTES: intFrom(1_048_576, 1024, 2_000_000),
+    DELIVERY_TIMEOUT_MS: intFrom(15_000, 100, 120_000),
+    TEST_TIMEOUT_MS: intFrom(10_000, 100, 120_000),
+    SWEEP_AFTER_SECONDS: intFrom(120, 1, 86_400),
+    DOH_URL: z.url().optional().default("https://cloudflare-dns.com/dns-query"),
+  })
+  .superRefine((c, ctx) => {
+    if (c.ENVIRONMENT === "production" && c.ALLOW_PRIVATE_DESTINATIONS) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["ALLOW_PRIVATE_DESTINATIONS"],
+        message: "must not be set when ENVIRONMENT=production",
+      });
+    }
+  });
+
+export interface Config {
+  environment: string;
+  production: boolean;
+  allowPrivateDestinations: boolean;
+  retrySchedule: number[];
+  retentionDays: number;
+  maxBodyBytes: number;
+  deliveryTimeoutMs: number;
+  testTimeoutMs: number;
+  sweepAfterSeconds: number;
+  dohUrl: string;
+}
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+const cache = new WeakMap<object, Config>();
+
+/** Parses the configuration from the bindings; throws ConfigError when it is unsafe or invalid. */
+export function loadConfig(env: Env): Config {
+  const hit = cache.get(env);
+  if (hit) return hit;
+  const parsed = configSchema.safeParse(env);
+  if (!parsed.success) {
+    const why = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
+    throw new ConfigError(`invalid configuration: ${why}`);
+  }
+  const c = parsed.data;
+  const config: Config = {
+    environment: c.ENVIRONMENT,
+    production: c.ENVIRONMENT === "production",
+    allowPrivateDestinations: c.ALLOW_PRIVATE_DESTINATIONS,
+    retrySchedule: c.RETRY_SCHEDULE,
+    retentionDays: c.RETENTION_DAYS,
+    maxBodyBytes: c.MAX_BODY_BYTES,
+    deliveryTimeoutMs: c.DELIVERY_TIMEOUT_MS,
+    testTimeoutMs: c.TEST_TIMEOUT_MS,
+    sweepAfterSeconds: c.SWEEP_AFTER_SECONDS,
+    dohUrl: c.DOH_URL,
+  };
+  cache.set(env, config);
+  return config;
+}

@@ -1,0 +1,72 @@
+/**
+ * The fan-out consumer: an event becomes one delivery (a D1 row and a deliver message)
+ * per enabled destination of its source whose event_filter matches.
+ *
+ * Idempotent: a delivery row is unique per (event, destination), and only rows this
+ * run inserted are queued, so a repeated fan-out message sends nothing twice. Should a
+ * run die between the insert and the send, the delivery sweep queues the row later.
+ */
+import { and, eq, inArray } from "drizzle-orm";
+import { newId } from "../db/ids";
+import { deliveries, destinations, events } from "../db/schema";
+import type { Services } from "../services";
+import { matchesFilter } from "./filter";
+import type { DeliverMessage, FanoutMessage } from "./messages";
+
+/** D1 binds at most 100 parameters per statement; a delivery row takes 7. */
+const ROWS_PER_INSERT = 14;
+/** Queue sendBatch takes at most 100 messages. */
+const MESSAGES_PER_SEND = 100;
+
+export async function fanout(s: Services, msg: FanoutMessage): Promise<number> {
+  const event = await s.db
+    .select({ id: events.id, sourceId: events.sourceId, type: events.type })
+    .from(events)
+    .where(eq(events.id, msg.event_id))
+    .get();
+  if (!event) return 0; // purged or its source deleted
+
+  const candidates = await s.db
+    .select({ id: destinations.id, eventFilter: destinations.eventFilter })
+    .from(destinations)
+    .where(
+      and(
+        eq(destinations.sourceId, event.sourceId),
+        eq(destinations.enabled, true),
+        msg.destination_ids ? inArray(destinations.id, msg.destination_ids) : undefined,
+      ),
+    )
+    .all();
+  // An explicit redeliver goes to the named destinations whatever their filter.
+  const targets = msg.destination_ids
+    ? candidates
+    : candidates.filter((d) => matchesFilter(JSON.parse(d.eventFilter) as string[], event.type));
+
+  const now = s.now();
+  const queued: DeliverMessage[] = [];
+  for (let i = 0; i < targets.length; i += ROWS_PER_INSERT) {
+    const rows = targets.slice(i, i + ROWS_PER_INSERT).map((d) => ({
+      id: newId(now),
+      eventId: event.id,
+      destinationId: d.id,
+      status: "pending" as const,
+      nextAttemptAt: now,
+      createdAt: now,
+      updatedAt: now,
+    }));
+    const inserted = await s.db
+      .insert(deliveries)
+      .values(rows)
+      .onConflictDoNothing()
+      .returning({ id: deliveries.id, destinationId: deliveries.destinationId })
+      .all();
+    for (const r of inserted) {
+      queued.push({ kind: "deliver", delivery_id: r.id, event_id: event.id, destination_id: r.destinationId });
+    }
+  }
+  for (let i = 0; i < queued.length; i += MESSAGES_PER_SEND) {
+    await s.env.DELIVER_QUEUE.sendBatch(queued.slice(i, i + MESSAGES_PER_SEND).map((body) => ({ body })));
+  }
+  await s.db.update(events).set({ status: "dispatched" }).where(eq(events.id, event.id)).run();
+  return queued.length;
+}

@@ -1,0 +1,45 @@
+/**
+ * API key authentication and scope checks, applied per route so each route states the
+ * scope it needs, as the reference page does. `Authorization: Bearer krf_…`; the key is
+ * looked up by its SHA-256 hash; revoked keys fail like unknown ones.
+ */
+import { eq } from "drizzle-orm";
+import { createMiddleware } from "hono/factory";
+import { apiKeys } from "../db/schema";
+import { grantedScopes, hashApiKey, looksLikeApiKey, type Scope } from "../security/api-keys";
+import type { AppEnv } from "./context";
+import { ApiError } from "./errors";
+
+/** last_used_at is refreshed at most this often per key, off the request path. */
+const LAST_USED_RESOLUTION_MS = 60_000;
+
+export function requireScope(scope: Scope) {
+  return createMiddleware<AppEnv>(async (c, next) => {
+    const header = c.req.header("authorization") ?? "";
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    if (!match) {
+      throw new ApiError("unauthorized", "Missing API key: send `Authorization: Bearer krf_…`.");
+    }
+    const key = match[1]!;
+    if (!looksLikeApiKey(key)) throw new ApiError("unauthorized", "Invalid API key.");
+    const { db, now } = c.var.services;
+    const row = await db
+      .select({ id: apiKeys.id, accountId: apiKeys.accountId, scopes: apiKeys.scopes, revokedAt: apiKeys.revokedAt, lastUsedAt: apiKeys.lastUsedAt })
+      .from(apiKeys)
+      .where(eq(apiKeys.keyHash, await hashApiKey(key)))
+      .get();
+    if (!row || row.revokedAt !== null) throw new ApiError("unauthorized", "Invalid API key.");
+
+    const scopes = grantedScopes(row.scopes);
+    if (!scopes.has(scope)) {
+      throw new ApiError("forbidden", `This API key lacks the required scope: ${scope}.`);
+    }
+    const t = now();
+    if (row.lastUsedAt === null || t - row.lastUsedAt > LAST_USED_RESOLUTION_MS) {
+      const update = db.update(apiKeys).set({ lastUsedAt: t }).where(eq(apiKeys.id, row.id)).run();
+      c.executionCtx.waitUntil(update.catch(() => undefined));
+    }
+    c.set("principal", { accountId: row.accountId, keyId: row.id, scopes });
+    await next();
+  });
+}

@@ -1,0 +1,152 @@
+/**
+ * `/api/v1/webhooks/sources/:source_id/destinations`: exactly the reference page
+ * (shared/spec/destinations-api.md), with PRODUCT.md's decisions where it is silent.
+ */
+import { Hono } from "hono";
+import { z } from "zod";
+import { isId } from "../db/ids";
+import {
+  createDestination,
+  deleteDestination,
+  getDestination,
+  listDestinations,
+  signingSecrets,
+  updateDestination,
+  type DestinationRow,
+} from "../db/destinations";
+import { invalidFilterEntry, MAX_FILTER_ENTRIES, normalizeFilter } from "../delivery/filter";
+import { sendSigned } from "../delivery/send";
+import { newId } from "../db/ids";
+import { checkDestinationUrl, checkUrlSyntax, MAX_URL_LENGTH } from "../security/ssrf";
+import { secretKeyBytes } from "../security/signing";
+import type { Services } from "../services";
+import { requireScope } from "./auth";
+import type { AppEnv } from "./context";
+import { ApiError, notFound } from "./errors";
+import { rfc3339 } from "./format";
+import { page, paginationQuery } from "./pagination";
+import { ownedSource } from "./sources";
+import { validate } from "./validation";
+
+const url = z.string().min(1).max(MAX_URL_LENGTH);
+const secret = z
+  .string()
+  .max(200)
+  .refine((v) => secretKeyBytes(v) !== null, "must be whsec_ followed by the base64 of 24 to 64 bytes");
+const eventFilter = z
+  .array(
+    z.string().superRefine((v, ctx) => {
+      const why = invalidFilterEntry(v);
+      if (why) ctx.addIssue({ code: "custom", message: why });
+    }),
+  )
+  .max(MAX_FILTER_ENTRIES)
+  .transform(normalizeFilter);
+
+export const createDestinationBody = z.strictObject({
+  url,
+  secret: secret.optional(),
+  event_filter: eventFilter.optional(),
+  enabled: z.boolean().optional(),
+});
+
+export const updateDestinationBody = z.strictObject({
+  url: url.optional(),
+  secret: secret.optional(),
+  event_filter: eventFilter.optional(),
+  enabled: z.boolean().optional(),
+});
+
+export function destinationJson(row: DestinationRow) {
+  return {
+    id: row.id,
+    source_id: row.sourceId,
+    url: row.url,
+    event_filter: JSON.parse(row.eventFilter) as string[],
+    enabled: row.enabled,
+    failure_count: row.failureCount,
+    created_at: rfc3339(row.createdAt),
+    updated_at: rfc3339(row.updatedAt),
+  };
+}
+
+/** Syntax, scheme for the environment, then the SSRF guard: 422 on the `url` field otherwise. */
+async function assertAcceptableUrl(s: Services, raw: string): Promise<void> {
+  const syntax = checkUrlSyntax(raw, s.config.production);
+  const verdict = syntax.ok
+    ? await checkDestinationUrl(raw, {
+        production: s.config.production,
+        allowPrivate: s.config.allowPrivateDestinations,
+        resolver: s.resolver,
+      })
+    : syntax;
+  if (!verdict.ok) {
+    throw new ApiError("validation_failed", "The request is not valid.", [
+      { field: "url", code: syntax.ok ? "url_refused" : "invalid_url", message: `url ${verdict.reason}.` },
+    ]);
+  }
+}
+
+async function ownedDestination(c: { var: AppEnv["Variables"] }, sourceId: string | undefined, id: string | undefined) {
+  const source = await ownedSource(c, sourceId);
+  if (!isId(id)) throw notFound("destination");
+  const row = await getDestination(c.var.services, source.id, id);
+  if (!row) throw notFound("destination");
+  return row;
+}
+
+export const destinationRoutes = new Hono<AppEnv>()
+  .post("/", requireScope("webhooks:write"), validate("json", createDestinationBody), async (c) => {
+    const source = await ownedSource(c, c.req.param("source_id"));
+    const body = c.req.valid("json");
+    await assertAcceptableUrl(c.var.services, body.url);
+    const { row, secret } = await createDestination(c.var.services, source.id, body);
+    return c.json({ data: { ...destinationJson(row), secret } }, 201);
+  })
+  .get("/", requireScope("webhooks:read"), validate("query", paginationQuery), async (c) => {
+    const source = await ownedSource(c, c.req.param("source_id"));
+    const { limit, cursor } = c.req.valid("query");
+    const { items, nextCursor } = page(await listDestinations(c.var.services, source.id, limit, cursor), limit);
+    return c.json({ data: items.map(destinationJson), next_cursor: nextCursor }, 200);
+  })
+  .get("/:id", requireScope("webhooks:read"), async (c) => {
+    const row = await ownedDestination(c, c.req.param("source_id"), c.req.param("id"));
+    return c.json({ data: destinationJson(row) }, 200);
+  })
+  .patch("/:id", requireScope("webhooks:write"), validate("json", updateDestinationBody), async (c) => {
+    const row = await ownedDestination(c, c.req.param("source_id"), c.req.param("id"));
+    const body = c.req.valid("json");
+    if (body.url !== undefined && body.url !== row.url) await assertAcceptableUrl(c.var.services, body.url);
+    const updated = await updateDestination(c.var.services, row, body);
+    return c.json({ data: destinationJson(updated) }, 200);
+  })
+  .delete("/:id", requireScope("webhooks:write"), async (c) => {
+    const row = await ownedDestination(c, c.req.param("source_id"), c.req.param("id"));
+    await deleteDestination(c.var.services, row.id);
+    return c.body(null, 204);
+  })
+  .post("/:id/test", requireScope("webhooks:write"), async (c) => {
+    const row = await ownedDestination(c, c.req.param("source_id"), c.req.param("id"));
+    const s = c.var.services;
+    const body = JSON.stringify({
+      event: "test",
+      data: { message: "Test delivery from Krafter", timestamp: rfc3339(s.now()) },
+      source_id: row.sourceId,
+    });
+    const result = await sendSigned(s, {
+      url: row.url,
+      body,
+      msgId: newId(s.now()),
+      secrets: await signingSecrets(s, row),
+      attempt: 1,
+      timeoutMs: s.config.testTimeoutMs,
+    });
+    // 2xx: ok. Other statuses below 500: the receiver answered, so 200 with ok:false.
+    // 5xx, transport errors, timeouts and refused URLs: 422.
+    if (result.kind === "response" && result.status < 500) {
+      const ok = result.status >= 200 && result.status < 300;
+      return c.json({ ok, status: result.status }, 200);
+    }
+    const error = result.kind === "response" ? `destination answered HTTP ${result.status}` : result.error;
+    return c.json({ ok: false, error }, 422);
+  });

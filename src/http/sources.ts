@@ -1,0 +1,80 @@
+/** `/api/v1/webhooks/sources`: where providers send events. */
+import { Hono } from "hono";
+import { z } from "zod";
+import { isId } from "../db/ids";
+import { providers } from "../db/schema";
+import { createSource, deleteSource, getSource, listSources, updateSource, type SourceRow } from "../db/sources";
+import { requireScope } from "./auth";
+import type { AppEnv } from "./context";
+import { notFound } from "./errors";
+import { rfc3339 } from "./format";
+import { page, paginationQuery } from "./pagination";
+import { validate } from "./validation";
+
+const name = z.string().trim().min(1).max(200);
+const provider = z.enum(providers);
+const signingSecret = z.string().min(1).max(1024);
+
+export const createSourceBody = z.strictObject({
+  name,
+  provider: provider.default("generic"),
+  signing_secret: signingSecret.nullable().optional(),
+});
+
+export const updateSourceBody = z.strictObject({
+  name: name.optional(),
+  provider: provider.optional(),
+  /** null removes it: signatures are no longer checked. */
+  signing_secret: signingSecret.nullable().optional(),
+});
+
+export const sourceIdParam = z.object({ source_id: z.string() });
+
+export function sourceJson(row: SourceRow, origin: string) {
+  return {
+    id: row.id,
+    name: row.name,
+    provider: row.provider,
+    ingest_url: `${origin}/in/${row.ingestKey}`,
+    verifies_signatures: row.signingSecretCiphertext !== null,
+    created_at: rfc3339(row.createdAt),
+    updated_at: rfc3339(row.updatedAt),
+  };
+}
+
+/** The source named in the path, if it exists and belongs to the caller; otherwise 404. */
+export async function ownedSource(c: { var: AppEnv["Variables"] }, id: string | undefined): Promise<SourceRow> {
+  if (!isId(id)) throw notFound("source");
+  const row = await getSource(c.var.services, c.var.principal.accountId, id);
+  if (!row) throw notFound("source");
+  return row;
+}
+
+const origin = (url: string) => new URL(url).origin;
+
+export const sourceRoutes = new Hono<AppEnv>()
+  .post("/", requireScope("webhooks:write"), validate("json", createSourceBody), async (c) => {
+    const row = await createSource(c.var.services, c.var.principal.accountId, c.req.valid("json"));
+    return c.json({ data: sourceJson(row, origin(c.req.url)) }, 201);
+  })
+  .get("/", requireScope("webhooks:read"), validate("query", paginationQuery), async (c) => {
+    const { limit, cursor } = c.req.valid("query");
+    const rows = await listSources(c.var.services, c.var.principal.accountId, limit, cursor);
+    const { items, nextCursor } = page(rows, limit);
+    const o = origin(c.req.url);
+    return c.json({ data: items.map((r) => sourceJson(r, o)), next_cursor: nextCursor }, 200);
+  })
+  .get("/:source_id", requireScope("webhooks:read"), async (c) => {
+    const row = await ownedSource(c, c.req.param("source_id"));
+    return c.json({ data: sourceJson(row, origin(c.req.url)) }, 200);
+  })
+  .patch("/:source_id", requireScope("webhooks:write"), validate("json", updateSourceBody), async (c) => {
+    const row = await ownedSource(c, c.req.param("source_id"));
+    const updated = await updateSource(c.var.services, row, c.req.valid("json"));
+    return c.json({ data: sourceJson(updated, origin(c.req.url)) }, 200);
+  })
+  .delete("/:source_id", requireScope("webhooks:write"), async (c) => {
+    const row = await ownedSource(c, c.req.param("source_id"));
+    await deleteSource(c.var.services, row.id);
+    return c.body(null, 204);
+  });

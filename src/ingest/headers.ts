@@ -1,0 +1,29 @@
+/**
+ * Which request headers an event keeps, for the event log: everything but credentials,
+ * signatures and the platform's own, at most 64 headers of at most 1 KiB each.
+ */
+const DROPPED = new Set([
+  "authorization",
+  "cookie",
+  "proxy-authorization",
+  "stripe-signature",
+  "x-hub-signature",
+  "x-hub-signature-256",
+  "x-shopify-hmac-sha256",
+  "webhook-signature",
+  "x-webhook-signature",
+  "x-signature",
+  "x-api-key",
+]);
+
+export function keptHeaders(headers: Headers): Record<string, string> {
+  const kept: Record<string, string> = {};
+  let n = 0;
+  for (const [name, value] of headers) {
+    if (DROPPED.has(name) || name.startsWith("cf-") || name.startsWith("x-forwarded-") || name === "x-real-ip") continue;
+    if (/signature|secret|token|password/i.test(name)) continue;
+    kept[name] = value.slice(0, 1024);
+    if (++n >= 64) break;
+  }
+  return kept;
+}

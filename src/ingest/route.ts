@@ -1,0 +1,118 @@
+/**
+ * `POST /in/:ingest_key`: where providers send events. No API key: the unguessable
+ * ingest key is the capability. The request is answered as soon as the event is
+ * durable in D1 and its fan-out is guaranteed; forwarding never happens here.
+ *
+ * The hot path is: one indexed read of the source, the signature check (in memory),
+ * one insert, one queue send.
+ */
+import { eq } from "drizzle-orm";
+import { Hono } from "hono";
+import { and } from "drizzle-orm";
+import type { AppEnv } from "../http/context";
+import { ApiError, notFound } from "../http/errors";
+import { newId } from "../db/ids";
+import { events, sources } from "../db/schema";
+import { log } from "../log";
+import { secretContext } from "../security/secrets";
+import { adapters, deliveryIdOf, eventTypeOf, type IncomingRequest } from "./providers";
+import { keptHeaders } from "./headers";
+
+const INGEST_KEY = /^src_[A-Za-z0-9_-]{32}$/;
+
+async function readBounded(req: Request, limit: number): Promise<Uint8Array> {
+  const declared = req.headers.get("content-length");
+  if (declared !== null && Number(declared) > limit) throw tooLarge(limit);
+  if (!req.body) return new Uint8Array(0);
+  const reader = req.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > limit) {
+      reader.cancel().catch(() => undefined);
+      throw tooLarge(limit);
+    }
+    chunks.push(value);
+  }
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const c of chunks) {
+    out.set(c, offset);
+    offset += c.length;
+  }
+  return out;
+}
+
+const tooLarge = (limit: number) =>
+  new ApiError("payload_too_large", `The event body must be at most ${limit} bytes.`);
+
+export const ingestRoutes = new Hono<AppEnv>().post("/:ingest_key", async (c) => {
+  const s = c.var.services;
+  const key = c.req.param("ingest_key");
+  if (!INGEST_KEY.test(key)) throw notFound("source");
+  const source = await s.db
+    .select({ id: sources.id, provider: sources.provider, secret: sources.signingSecretCiphertext })
+    .from(sources)
+    .where(eq(sources.ingestKey, key))
+    .get();
+  if (!source) throw notFound("source");
+
+  const bytes = await readBounded(c.req.raw, s.config.maxBodyBytes);
+  const body = new TextDecoder().decode(bytes);
+  let json: unknown;
+  try {
+    json = body === "" ? undefined : JSON.parse(body);
+  } catch {
+    json = undefined;
+  }
+  const now = s.now();
+  const incoming: IncomingRequest = { headers: c.req.raw.headers, body, json, nowSeconds: Math.floor(now / 1000) };
+
+  if (source.secret !== null) {
+    const secret = await s.secrets.decrypt(source.secret, secretContext.source(source.id));
+    const verdict = await adapters[source.provider].verify(secret, incoming);
+    if (!verdict.ok) {
+      log("info", "ingest_signature_rejected", { source_id: source.id, reason: verdict.reason });
+      throw new ApiError("unauthorized", `Signature verification failed: ${verdict.reason}.`);
+    }
+  }
+
+  const dedupeKey = deliveryIdOf(source.provider, incoming) ?? null;
+  const id = newId(now);
+  const inserted = await s.db
+    .insert(events)
+    .values({
+      id,
+      sourceId: source.id,
+      type: eventTypeOf(source.provider, incoming),
+      dedupeKey,
+      payload: body,
+      headers: JSON.stringify(keptHeaders(c.req.raw.headers)),
+      status: "pending",
+      receivedAt: now,
+    })
+    .onConflictDoNothing()
+    .returning({ id: events.id })
+    .get();
+
+  if (!inserted) {
+    // Seen before: answer with the first event's id; no second fan-out.
+    const first = await s.db
+      .select({ id: events.id })
+      .from(events)
+      .where(and(eq(events.sourceId, source.id), eq(events.dedupeKey, dedupeKey!)))
+      .get();
+    return c.json({ data: { event_id: first?.id ?? null, duplicate: true } }, 200);
+  }
+
+  try {
+    await c.env.FANOUT_QUEUE.send({ kind: "fanout", event_id: id });
+  } catch (err) {
+    // The event is durable and stays `pending`: the cron sweep enqueues it again.
+    log("error", "fanout_enqueue_failed", { event_id: id, error: err instanceof Error ? err.message : String(err) });
+  }
+  return c.json({ data: { event_id: id } }, 202);
+});

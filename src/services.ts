@@ -1,0 +1,39 @@
+/**
+ * Everything with a side effect that the API, ingest and delivery code needs, built
+ * from the Worker's bindings in one place. Clock, randomness-free parts, DNS and
+ * outbound HTTP are fields here so tests and other runtimes can swap them.
+ */
+import { loadConfig, type Config, type Env } from "./config";
+import { database, type Database } from "./db/client";
+import { secretBox, type SecretBox } from "./security/secrets";
+import { dohResolver, type Resolver } from "./security/ssrf";
+
+export interface Services {
+  env: Env;
+  config: Config;
+  db: Database;
+  secrets: SecretBox;
+  resolver: Resolver;
+  fetch: typeof fetch;
+  now: () => number;
+}
+
+const cache = new WeakMap<Env, Services>();
+
+export function servicesFor(env: Env): Services {
+  let s = cache.get(env);
+  if (!s) {
+    const config = loadConfig(env);
+    s = {
+      env,
+      config,
+      db: database(env.DB),
+      secrets: secretBox(env.ENCRYPTION_KEY, env.ENCRYPTION_KEYS_PREVIOUS),
+      resolver: dohResolver(config.dohUrl, (input, init) => fetch(input, init)),
+      fetch: (input, init) => fetch(input, init),
+      now: () => Date.now(),
+    };
+    cache.set(env, s);
+  }
+  return s;
+}
