@@ -21,6 +21,8 @@ export function parseRetryAfter(value: string | null | undefined, nowMs: number)
   if (!value) return null;
   const v = value.trim();
   if (/^\d+$/.test(v)) return Number(v);
+  // An HTTP date names its day and month ("Sun, 26 Apr 2026 09:10:00 GMT").
+  if (!/[A-Za-z]{3}/.test(v)) return null;
   const date = Date.parse(v);
   if (Number.isNaN(date)) return null;
   return Math.max(0, Math.ceil((date - nowMs) / 1000));

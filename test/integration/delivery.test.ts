@@ -1,0 +1,295 @@
+/**
+ * The deliver consumer against real loopback receivers: what is sent, how it is signed,
+ * what is recorded, and what the queue is told (acks and retries with their delays).
+ */
+import { env } from "cloudflare:workers";
+import { Webhook } from "standardwebhooks";
+import { beforeEach, describe, expect, it } from "vitest";
+import { call, createAccount, createDestination, createSource, envWith, mailbox, setDns, type Account } from "../helpers/api";
+import { attemptRows, deliveryRow, destinationRow, insertDelivery, insertEvent, retryDelay, runQueue } from "../helpers/delivery";
+
+let account: Account;
+let sourceId: string;
+
+beforeEach(async () => {
+  account = await createAccount();
+  sourceId = (await createSource(account, { name: "deliveries" })).id;
+});
+
+describe("a successful attempt", () => {
+  it("POSTs the envelope signed the Standard Webhooks way, records it and acks", async () => {
+    const box = await mailbox({ repeat: { status: 200, body: "thanks" } });
+    const dest = await createDestination(account, sourceId, { url: box.url });
+    const payload = JSON.stringify({ id: "evt_42", type: "invoice.paid", amount: 1200 });
+    const eventId = await insertEvent(sourceId, { type: "invoice.paid", payload });
+    const msg = await insertDelivery(eventId, dest.id);
+
+    const result = await runQueue("krafter-deliver", [msg]);
+
+    expect(result.explicitAcks).toEqual(result.ids);
+    expect(result.retryMessages).toEqual([]);
+    const [req] = await box.requests();
+    expect(req!.method).toBe("POST");
+    expect(req!.headers["content-type"]).toBe("application/json");
+    expect(req!.headers["webhook-id"]).toBe(eventId);
+    expect(req!.headers["krafter-attempt"]).toBe("1");
+    expect(req!.headers["user-agent"]).toMatch(/Krafter/);
+    // An independent verifier, not our code.
+    expect(new Webhook(dest.secret).verify(req!.body, req!.headers)).toEqual({
+      event: "invoice.paid",
+      data: JSON.parse(payload),
+      source_id: sourceId,
+    });
+    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "succeeded", attempt_count: 1 });
+    const [attempt] = await attemptRows(msg.delivery_id);
+    expect(attempt).toMatchObject({ number: 1, outcome: "succeeded", status_code: 200, error: null, response_body: "thanks" });
+    expect(attempt!.duration_ms).toBeGreaterThanOrEqual(0);
+  });
+
+  it("forwards a payload that is not JSON as the raw text", async () => {
+    const box = await mailbox();
+    const dest = await createDestination(account, sourceId, { url: box.url });
+    const eventId = await insertEvent(sourceId, { type: "ping", payload: "plain text, not json" });
+    await runQueue("krafter-deliver", [await insertDelivery(eventId, dest.id)]);
+    const [req] = await box.requests();
+    expect(JSON.parse(req!.body)).toEqual({ event: "ping", data: "plain text, not json", source_id: sourceId });
+  });
+
+  it("does not send a delivery that already succeeded again (duplicate message)", async () => {
+    const box = await mailbox();
+    const dest = await createDestination(account, sourceId, { url: box.url });
+    const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
+    await runQueue("krafter-deliver", [msg]);
+    const again = await runQueue("krafter-deliver", [msg, msg]);
+    expect(again.explicitAcks).toEqual(again.ids);
+    expect(await box.requests()).toHaveLength(1);
+    expect(await attemptRows(msg.delivery_id)).toHaveLength(1);
+  });
+
+  it("signs with both the new and the old secret for 24 h after a rotation", async () => {
+    const box = await mailbox();
+    const dest = await createDestination(account, sourceId, { url: box.url });
+    const newSecret = "whsec_" + btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))));
+    const patch = await call("PATCH", `/api/v1/webhooks/sources/${sourceId}/destinations/${dest.id}`, {
+      key: account.key,
+      body: { secret: newSecret },
+    });
+    expect(patch.status).toBe(200);
+    await runQueue("krafter-deliver", [await insertDelivery(await insertEvent(sourceId), dest.id)]);
+    const [req] = await box.requests();
+    const sigs = req!.headers["webhook-signature"]!.split(" ");
+    expect(sigs).toHaveLength(2);
+    expect(() => new Webhook(newSecret).verify(req!.body, req!.headers)).not.toThrow();
+    expect(() => new Webhook(dest.secret).verify(req!.body, req!.headers)).not.toThrow();
+
+    // After the grace period only the new secret signs.
+    await env.DB.prepare("UPDATE destinations SET secret_rotated_at = ? WHERE id = ?")
+      .bind(Date.now() - 25 * 3600 * 1000, dest.id)
+      .run();
+    await runQueue("krafter-deliver", [await insertDelivery(await insertEvent(sourceId), dest.id)]);
+    const second = (await box.requests())[1]!;
+    expect(second.headers["webhook-signature"]!.split(" ")).toHaveLength(1);
+    expect(() => new Webhook(newSecret).verify(second.body, second.headers)).not.toThrow();
+    expect(() => new Webhook(dest.secret).verify(second.body, second.headers)).toThrow();
+  });
+});
+
+describe("failed attempts and the retry schedule", () => {
+  it("retries a 500 after the schedule's next delay and records the failure", async () => {
+    const box = await mailbox({ repeat: { status: 500, body: "boom" } });
+    const dest = await createDestination(account, sourceId, { url: box.url });
+    const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
+    const scheduled = envWith({ RETRY_SCHEDULE: "5,300,1800,7200,18000,36000,36000" });
+
+    const first = await runQueue("krafter-deliver", [msg], { env: scheduled });
+    expect(first.explicitAcks).toEqual([]);
+    expect(first.retryMessages.map((m) => m.msgId)).toEqual(first.ids);
+    // 5 s plus at most 10 % jitter.
+    expect(await retryDelay(msg.delivery_id)).toBeGreaterThanOrEqual(5);
+    expect(await retryDelay(msg.delivery_id)).toBeLessThanOrEqual(6);
+
+    const second = await runQueue("krafter-deliver", [msg], { env: scheduled, attempts: 2 });
+    expect(second.retryMessages.map((m) => m.msgId)).toEqual(second.ids);
+    expect(await retryDelay(msg.delivery_id)).toBeGreaterThanOrEqual(300);
+    expect(await retryDelay(msg.delivery_id)).toBeLessThanOrEqual(330);
+
+    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "pending", attempt_count: 2, attempts_in_run: 2 });
+    const attempts = await attemptRows(msg.delivery_id);
+    expect(attempts.map((a) => [a.number, a.outcome, a.status_code, a.response_body])).toEqual([
+      [1, "failed", 500, "boom"],
+      [2, "failed", 500, "boom"],
+    ]);
+    expect(await box.requests()).toHaveLength(2);
+    expect((await box.requests())[1]!.headers["krafter-attempt"]).toBe("2");
+  });
+
+  it("walks the whole default schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, then exhausted", async () => {
+    const box = await mailbox({ repeat: { status: 503 } });
+    const dest = await createDestination(account, sourceId, { url: box.url });
+    const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
+    const scheduled = envWith({ RETRY_SCHEDULE: undefined });
+    const delays: number[] = [];
+    for (let i = 1; i <= 8; i++) {
+      const r = await runQueue("krafter-deliver", [msg], { env: scheduled, attempts: i });
+      if (i < 8) {
+        expect(r.retryMessages.map((m) => m.msgId)).toEqual(r.ids);
+        delays.push(await retryDelay(msg.delivery_id));
+      } else expect(r.explicitAcks).toEqual(r.ids);
+    }
+    const base = [5, 300, 1800, 7200, 18000, 36000, 36000];
+    delays.forEach((d, i) => {
+      expect(d).toBeGreaterThanOrEqual(base[i]!);
+      expect(d).toBeLessThanOrEqual(Math.round(base[i]! * 1.1));
+    });
+    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "failed", attempt_count: 8 });
+    expect(await destinationRow(dest.id)).toMatchObject({ failure_count: 1, enabled: 1 });
+  });
+
+  it("counts an exhausted forward once in failure_count", async () => {
+    const box = await mailbox({ repeat: { status: 500 } });
+    const dest = await createDestination(account, sourceId, { url: box.url });
+    // The test schedule has 3 retries: this is the 4th and last attempt.
+    const msg = await insertDelivery(await insertEvent(sourceId), dest.id, { attemptsInRun: 3 });
+    const r = await runQueue("krafter-deliver", [msg]);
+    expect(r.explicitAcks).toEqual(r.ids);
+    expect(r.retryMessages).toEqual([]);
+    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "failed" });
+    expect(await destinationRow(dest.id)).toMatchObject({ failure_count: 1 });
+  });
+
+  it("stops at once on 410 Gone: exhausted after one attempt", async () => {
+    const box = await mailbox({ repeat: { status: 410 } });
+    const dest = await createDestination(account, sourceId, { url: box.url });
+    const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
+    const r = await runQueue("krafter-deliver", [msg]);
+    expect(r.explicitAcks).toEqual(r.ids);
+    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "failed", attempt_count: 1 });
+    expect((await attemptRows(msg.delivery_id))[0]).toMatchObject({ outcome: "failed", status_code: 410 });
+    expect(await destinationRow(dest.id)).toMatchObject({ failure_count: 1 });
+  });
+
+  it.each([
+    ["429", 429, "60", 60],
+    ["503", 503, "120", 120],
+    ["429 asking for less than the shortest delay", 429, "1", 5],
+    ["429 asking for more than the longest delay", 429, "999999", 36000],
+  ])("honours Retry-After on %s within the schedule's bounds", async (_name, status, retryAfter, expected) => {
+    const box = await mailbox({ repeat: { status, headers: { "retry-after": retryAfter } } });
+    const dest = await createDestination(account, sourceId, { url: box.url });
+    const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
+    const r = await runQueue("krafter-deliver", [msg], { env: envWith({ RETRY_SCHEDULE: "5,300,1800,7200,18000,36000,36000" }) });
+    expect(r.retryMessages.map((m) => m.msgId)).toEqual(r.ids);
+    expect(await retryDelay(msg.delivery_id)).toBe(expected);
+  });
+
+  it("honours a Retry-After given as an HTTP date", async () => {
+    const when = new Date(Date.now() + 600_000).toUTCString();
+    const box = await mailbox({ repeat: { status: 503, headers: { "retry-after": when } } });
+    const dest = await createDestination(account, sourceId, { url: box.url });
+    const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
+    const r = await runQueue("krafter-deliver", [msg], { env: envWith({ RETRY_SCHEDULE: "5,300,1800" }) });
+    expect(r.retryMessages).toHaveLength(1);
+    expect(await retryDelay(msg.delivery_id)).toBeGreaterThanOrEqual(598);
+    expect(await retryDelay(msg.delivery_id)).toBeLessThanOrEqual(601);
+  });
+
+  it("does not follow a 3xx: a failed attempt, and the redirect target gets nothing", async () => {
+    const target = await mailbox();
+    const box = await mailbox({ repeat: { status: 302, headers: { location: target.url } } });
+    const dest = await createDestination(account, sourceId, { url: box.url });
+    const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
+    const r = await runQueue("krafter-deliver", [msg]);
+    expect(r.retryMessages).toHaveLength(1);
+    expect(await target.requests()).toHaveLength(0);
+    expect((await attemptRows(msg.delivery_id))[0]).toMatchObject({ outcome: "failed", status_code: 302 });
+    expect((await attemptRows(msg.delivery_id))[0]!.error).toMatch(/redirect/);
+  });
+
+  it("fails an attempt that times out and retries it", async () => {
+    const box = await mailbox({ repeat: { hang: true } });
+    const dest = await createDestination(account, sourceId, { url: box.url });
+    const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
+    const r = await runQueue("krafter-deliver", [msg]);
+    expect(r.retryMessages).toHaveLength(1);
+    const [a] = await attemptRows(msg.delivery_id);
+    expect(a).toMatchObject({ outcome: "failed", status_code: null });
+    expect(a!.error).toMatch(/timed out/);
+  });
+
+  it("keeps only the first 4 KiB of a huge response body", async () => {
+    const box = await mailbox({ repeat: { status: 500, hugeBytes: 5 * 1024 * 1024 } });
+    const dest = await createDestination(account, sourceId, { url: box.url });
+    const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
+    await runQueue("krafter-deliver", [msg]);
+    const [a] = await attemptRows(msg.delivery_id);
+    expect(a!.response_body).toHaveLength(4096);
+    expect(a!.status_code).toBe(500);
+  });
+});
+
+describe("destinations that changed while deliveries were queued", () => {
+  it("cancels and records a delivery to a disabled destination, sending nothing", async () => {
+    const box = await mailbox();
+    const dest = await createDestination(account, sourceId, { url: box.url, enabled: false });
+    const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
+    const r = await runQueue("krafter-deliver", [msg]);
+    expect(r.explicitAcks).toEqual(r.ids);
+    expect(await box.requests()).toHaveLength(0);
+    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "cancelled" });
+    expect((await attemptRows(msg.delivery_id))[0]).toMatchObject({ outcome: "cancelled" });
+    expect(await destinationRow(dest.id)).toMatchObject({ failure_count: 0 });
+  });
+
+  it("drops a delivery whose destination was deleted", async () => {
+    const box = await mailbox();
+    const dest = await createDestination(account, sourceId, { url: box.url });
+    const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
+    const del = await call("DELETE", `/api/v1/webhooks/sources/${sourceId}/destinations/${dest.id}`, { key: account.key });
+    expect(del.status).toBe(204);
+    const r = await runQueue("krafter-deliver", [msg]);
+    expect(r.explicitAcks).toEqual(r.ids);
+    expect(await box.requests()).toHaveLength(0);
+    expect(await deliveryRow(msg.delivery_id)).toBeNull();
+  });
+
+  it("re-checks the URL at send time: a name that now resolves to a private address is not sent to", async () => {
+    const box = await mailbox();
+    const name = `hooks-${crypto.randomUUID().slice(0, 8)}.example.com`;
+    await setDns(name, ["93.184.215.14"]);
+    const strict = envWith({ ALLOW_PRIVATE_DESTINATIONS: "false" });
+    const res = await call("POST", `/api/v1/webhooks/sources/${sourceId}/destinations`, {
+      key: account.key,
+      body: { url: `http://${name}:${new URL(box.url).port}/r/x` },
+      env: strict,
+    });
+    expect(res.status).toBe(201);
+    const dest = ((await res.json()) as { data: { id: string } }).data;
+    await setDns(name, ["127.0.0.1"]);
+    const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
+    const r = await runQueue("krafter-deliver", [msg], { env: strict });
+    expect(r.retryMessages).toHaveLength(1);
+    const [a] = await attemptRows(msg.delivery_id);
+    expect(a).toMatchObject({ outcome: "failed", status_code: null });
+    expect(a!.error).toMatch(/refused/);
+    expect(await box.requests()).toHaveLength(0);
+  });
+});
+
+describe("a batch", () => {
+  it("delivers many messages of one batch, each once, reading each event once", async () => {
+    const boxes = await Promise.all([mailbox(), mailbox(), mailbox()]);
+    const dests = await Promise.all(boxes.map((b) => createDestination(account, sourceId, { url: b.url })));
+    const events = await Promise.all(Array.from({ length: 10 }, (_, i) => insertEvent(sourceId, { type: `t.${i}` })));
+    const msgs = [];
+    for (const e of events) for (const d of dests) msgs.push(await insertDelivery(e, d.id));
+    const r = await runQueue("krafter-deliver", msgs);
+    expect(r.explicitAcks.sort()).toEqual([...r.ids].sort());
+    for (let i = 0; i < boxes.length; i++) {
+      const got = (await boxes[i]!.requests()).map((q) => q.headers["webhook-id"]).sort();
+      expect(got).toEqual([...events].sort());
+      for (const q of await boxes[i]!.requests()) {
+        expect(() => new Webhook(dests[i]!.secret).verify(q.body, q.headers)).not.toThrow();
+      }
+    }
+  });
+});
