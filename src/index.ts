@@ -18,7 +18,7 @@ const app = createApp();
 
 type AnyMessage = FanoutMessage | DeliverMessage;
 
-export async function handleQueue(batch: MessageBatch<AnyMessage>, env: Env): Promise<void> {
+export async function handleQueue(batch: MessageBatch<AnyMessage>, env: Env, _ctx?: ExecutionContext): Promise<void> {
   const s = servicesFor(env);
   if (batch.queue.endsWith("dead-letter")) {
     for (const m of batch.messages) {

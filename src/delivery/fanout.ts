@@ -13,8 +13,8 @@ import type { Services } from "../services";
 import { matchesFilter } from "./filter";
 import type { DeliverMessage, FanoutMessage } from "./messages";
 
-/** D1 binds at most 100 parameters per statement; a delivery row takes 7. */
-const ROWS_PER_INSERT = 14;
+/** D1 binds at most 100 parameters per statement; drizzle binds all 10 columns of a delivery row. */
+const ROWS_PER_INSERT = 9;
 /** Queue sendBatch takes at most 100 messages. */
 const MESSAGES_PER_SEND = 100;
 
@@ -43,7 +43,7 @@ export async function fanout(s: Services, msg: FanoutMessage): Promise<number> {
     : candidates.filter((d) => matchesFilter(JSON.parse(d.eventFilter) as string[], event.type));
 
   const now = s.now();
-  const queued: DeliverMessage[] = [];
+  const inserts = [];
   for (let i = 0; i < targets.length; i += ROWS_PER_INSERT) {
     const rows = targets.slice(i, i + ROWS_PER_INSERT).map((d) => ({
       id: newId(now),
@@ -54,16 +54,22 @@ export async function fanout(s: Services, msg: FanoutMessage): Promise<number> {
       createdAt: now,
       updatedAt: now,
     }));
-    const inserted = await s.db
-      .insert(deliveries)
-      .values(rows)
-      .onConflictDoNothing()
-      .returning({ id: deliveries.id, destinationId: deliveries.destinationId })
-      .all();
-    for (const r of inserted) {
-      queued.push({ kind: "deliver", delivery_id: r.id, event_id: event.id, destination_id: r.destinationId });
-    }
+    inserts.push(
+      s.db
+        .insert(deliveries)
+        .values(rows)
+        .onConflictDoNothing()
+        .returning({ id: deliveries.id, destinationId: deliveries.destinationId }),
+    );
   }
+  // One round trip, atomic.
+  const inserted = inserts.length > 0 ? (await s.db.batch(inserts as [(typeof inserts)[number], ...typeof inserts])).flat() : [];
+  const queued: DeliverMessage[] = inserted.map((r) => ({
+    kind: "deliver",
+    delivery_id: r.id,
+    event_id: event.id,
+    destination_id: r.destinationId,
+  }));
   for (let i = 0; i < queued.length; i += MESSAGES_PER_SEND) {
     await s.env.DELIVER_QUEUE.sendBatch(queued.slice(i, i + MESSAGES_PER_SEND).map((body) => ({ body })));
   }

@@ -173,7 +173,9 @@ export async function startReceiver(port = 0): Promise<ReceiverHandle> {
       json(res, 500, { error: String(err) });
     }
   });
-  server.keepAliveTimeout = 1000;
+  // Never close an idle keep-alive connection from this side: workerd reuses pooled
+  // connections, and one closed under it fails with "Network connection lost".
+  server.keepAliveTimeout = 0;
   await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
   const actual = (server.address() as AddressInfo).port;
   return {

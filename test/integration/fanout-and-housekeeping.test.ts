@@ -1,0 +1,196 @@
+/**
+ * Fan-out (which destinations get an event), the dead-letter consumer, and the cron
+ * trigger's sweeps and retention, against the real D1 and Queues.
+ */
+import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { Webhook } from "standardwebhooks";
+import { beforeEach, describe, expect, it } from "vitest";
+import worker from "../../src/index";
+import type { Env } from "../../src/config";
+import { housekeeping } from "../../src/housekeeping";
+import { servicesFor } from "../../src/services";
+import { call, createAccount, createDestination, createSource, envWith, eventually, json, mailbox, type Account } from "../helpers/api";
+import { attemptRows, deliveryRow, insertDelivery, insertEvent, runQueue } from "../helpers/delivery";
+
+let account: Account;
+let source: { id: string; ingest_url: string };
+
+beforeEach(async () => {
+  account = await createAccount();
+  source = await createSource(account, { name: "fanout" });
+});
+
+const deliveriesOf = async (eventId: string) =>
+  (
+    await env.DB.prepare("SELECT destination_id, status FROM deliveries WHERE event_id = ?").bind(eventId).all<{
+      destination_id: string;
+      status: string;
+    }>()
+  ).results;
+
+const eventStatus = async (id: string) =>
+  (await env.DB.prepare("SELECT status FROM events WHERE id = ?").bind(id).first<{ status: string }>())?.status;
+
+describe("fan-out", () => {
+  it("queues one delivery per enabled destination whose event_filter matches", async () => {
+    const box = await mailbox();
+    const make = (event_filter: string[], enabled = true) =>
+      createDestination(account, source.id, { url: box.url, event_filter, enabled });
+    const all = await make([]);
+    const exact = await make(["invoice.paid"]);
+    const prefix = await make(["invoice.*"]);
+    const star = await make(["*"]);
+    const other = await make(["customer.created"]);
+    const otherPrefix = await make(["charge.*", "invoice.payment_failed"]);
+    const disabled = await make([], false);
+
+    const eventId = await insertEvent(source.id, { type: "invoice.paid", status: "pending" });
+    const r = await runQueue("krafter-fanout", [{ kind: "fanout", event_id: eventId }]);
+    expect(r.explicitAcks).toEqual(r.ids);
+
+    const got = (await deliveriesOf(eventId)).map((d) => d.destination_id).sort();
+    expect(got).toEqual([all.id, exact.id, prefix.id, star.id].sort());
+    expect(got).not.toContain(other.id);
+    expect(got).not.toContain(otherPrefix.id);
+    expect(got).not.toContain(disabled.id);
+    expect(await eventStatus(eventId)).toBe("dispatched");
+
+    // The deliver messages went through the real queue to the receiver.
+    const received = await eventually(async () => {
+      const reqs = await box.requests();
+      return reqs.length >= 4 ? reqs : undefined;
+    });
+    expect(received.map((q) => q.headers["webhook-id"])).toEqual([eventId, eventId, eventId, eventId]);
+  });
+
+  it("is idempotent: a repeated fan-out message queues nothing twice", async () => {
+    const box = await mailbox();
+    await createDestination(account, source.id, { url: box.url });
+    await createDestination(account, source.id, { url: box.url });
+    const eventId = await insertEvent(source.id, { status: "pending" });
+    await runQueue("krafter-fanout", [{ kind: "fanout", event_id: eventId }]);
+    await runQueue("krafter-fanout", [{ kind: "fanout", event_id: eventId }, { kind: "fanout", event_id: eventId }]);
+    expect(await deliveriesOf(eventId)).toHaveLength(2);
+    await eventually(async () => ((await box.requests()).length >= 2 ? true : undefined));
+    await new Promise((r) => setTimeout(r, 2500)); // time for any duplicate to arrive
+    expect(await box.requests()).toHaveLength(2);
+  });
+
+  it("fans out to more than 100 destinations (sendBatch in chunks of 100, inserts within D1's 100 parameters)", async () => {
+    const box = await mailbox();
+    for (let i = 0; i < 120; i++) await createDestination(account, source.id, { url: box.url });
+    const eventId = await insertEvent(source.id, { status: "pending" });
+    await runQueue("krafter-fanout", [{ kind: "fanout", event_id: eventId }]);
+    expect(await deliveriesOf(eventId)).toHaveLength(120);
+    await eventually(async () => ((await box.requests()).length >= 120 ? true : undefined), 30_000, "120 deliveries");
+  });
+
+  it("drops a fan-out message whose event is gone", async () => {
+    const r = await runQueue("krafter-fanout", [{ kind: "fanout", event_id: crypto.randomUUID() }]);
+    expect(r.explicitAcks).toEqual(r.ids);
+  });
+});
+
+describe("dead letters", () => {
+  it("records a dead-lettered delivery as failed, with an attempt saying why", async () => {
+    const dest = await createDestination(account, source.id, { url: "https://hooks.example.com/x" });
+    const msg = await insertDelivery(await insertEvent(source.id), dest.id);
+    const r = await runQueue("krafter-dead-letter", [msg]);
+    expect(r.explicitAcks).toEqual(r.ids);
+    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "failed", attempt_count: 1 });
+    const [a] = await attemptRows(msg.delivery_id);
+    expect(a).toMatchObject({ outcome: "failed", number: 1 });
+    expect(a!.error).toMatch(/dead-lettered/);
+  });
+
+  it("marks an event whose fan-out was dead-lettered, so the sweep leaves it and the log shows it", async () => {
+    const eventId = await insertEvent(source.id, { status: "pending" });
+    await runQueue("krafter-dead-letter", [{ kind: "fanout", event_id: eventId }]);
+    expect(await eventStatus(eventId)).toBe("dead_lettered");
+  });
+});
+
+describe("the cron trigger", () => {
+  it("re-queues events whose fan-out never ran, and they are delivered", async () => {
+    const box = await mailbox();
+    const dest = await createDestination(account, source.id, { url: box.url });
+    const stuck = await insertEvent(source.id, { status: "pending", receivedAt: Date.now() - 10 * 60_000 });
+    const fresh = await insertEvent(source.id, { status: "pending" });
+
+    const ctx = createExecutionContext();
+    await worker.scheduled!(createScheduledController({ cron: "* * * * *" }), env as unknown as Env, ctx);
+    await waitOnExecutionContext(ctx);
+
+    const [req] = await eventually(async () => {
+      const reqs = await box.requests();
+      return reqs.length > 0 ? reqs : undefined;
+    });
+    expect(req!.headers["webhook-id"]).toBe(stuck);
+    expect(() => new Webhook(dest.secret).verify(req!.body, req!.headers)).not.toThrow();
+    // An event younger than SWEEP_AFTER_SECONDS is left to the queue.
+    expect(await deliveriesOf(fresh)).toHaveLength(0);
+    expect(await eventStatus(fresh)).toBe("pending");
+  });
+
+  it("delivers an event whose queue send failed at ingest (202 all the same, then the sweep)", async () => {
+    const box = await mailbox();
+    await createDestination(account, source.id, { url: box.url });
+    const realQueue = (env as unknown as Env).FANOUT_QUEUE;
+    // Fault injection: the producer fails; the event is already durable in D1.
+    const failingQueue = {
+      send: () => Promise.reject(new Error("queue unavailable")),
+      sendBatch: realQueue.sendBatch.bind(realQueue),
+    } as unknown as Queue;
+    const res = await call("POST", new URL(source.ingest_url).pathname, {
+      raw: JSON.stringify({ type: "invoice.paid" }),
+      headers: { "content-type": "application/json" },
+      env: { ...(env as unknown as Env), FANOUT_QUEUE: failingQueue } as Env,
+    });
+    expect(res.status).toBe(202);
+    const { event_id } = (await json(res)).data;
+    expect(await eventStatus(event_id)).toBe("pending");
+
+    // Later than SWEEP_AFTER_SECONDS (default 120 s): the sweep picks it up.
+    const later = { ...servicesFor(env as unknown as Env), now: () => Date.now() + 10 * 60_000 };
+    const report = await housekeeping(later);
+    expect(report.events_requeued).toBeGreaterThanOrEqual(1);
+    const [req] = await eventually(async () => {
+      const reqs = await box.requests();
+      return reqs.length > 0 ? reqs : undefined;
+    });
+    expect(req!.headers["webhook-id"]).toBe(event_id);
+  });
+
+  it("re-queues a delivery long past its due time (saved but never attempted)", async () => {
+    const box = await mailbox();
+    const dest = await createDestination(account, source.id, { url: box.url });
+    const msg = await insertDelivery(await insertEvent(source.id), dest.id);
+    await env.DB.prepare("UPDATE deliveries SET next_attempt_at = ? WHERE id = ?").bind(Date.now() - 3600_000, msg.delivery_id).run();
+    const report = await housekeeping(servicesFor(env as unknown as Env));
+    expect(report.deliveries_requeued).toBeGreaterThanOrEqual(1);
+    await eventually(async () => ((await deliveryRow(msg.delivery_id))?.status === "succeeded" ? true : undefined));
+    expect(await box.requests()).toHaveLength(1);
+  });
+
+  it("purges events older than RETENTION_DAYS with their deliveries and attempts, and leaves the rest", async () => {
+    const dest = await createDestination(account, source.id, { url: "https://hooks.example.com/x" });
+    const day = 86_400_000;
+    const old = await insertEvent(source.id, { receivedAt: Date.now() - 31 * day });
+    const older = await insertEvent(source.id, { receivedAt: Date.now() - 400 * day });
+    const recent = await insertEvent(source.id, { receivedAt: Date.now() - 29 * day });
+    const oldDelivery = await insertDelivery(old, dest.id);
+    const recentDelivery = await insertDelivery(recent, dest.id);
+    await runQueue("krafter-dead-letter", [oldDelivery, recentDelivery]); // gives each an attempt row
+
+    const report = await housekeeping(servicesFor(envWith({ RETENTION_DAYS: "30" })));
+    expect(report.events_purged).toBeGreaterThanOrEqual(2);
+    const ids = (await env.DB.prepare("SELECT id FROM events WHERE source_id = ?").bind(source.id).all<{ id: string }>()).results.map((r) => r.id);
+    expect(ids).toEqual([recent]);
+    expect(ids).not.toContain(older);
+    expect(await deliveryRow(oldDelivery.delivery_id)).toBeNull();
+    expect(await attemptRows(oldDelivery.delivery_id)).toHaveLength(0);
+    expect(await deliveryRow(recentDelivery.delivery_id)).not.toBeNull();
+    expect(await attemptRows(recentDelivery.delivery_id)).toHaveLength(1);
+  });
+});
