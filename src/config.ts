@@ -26,6 +26,13 @@ export interface Env {
   SWEEP_AFTER_SECONDS?: string;
 }
 
+/**
+ * Fails safe: only the names of local environments relax the rules (http destinations,
+ * ALLOW_PRIVATE_DESTINATIONS). Anything else, a typo or "staging" included, is production.
+ */
+const NON_PRODUCTION = new Set(["development", "dev", "test", "local"]);
+export const isProduction = (environment: string) => !NON_PRODUCTION.has(environment.trim().toLowerCase());
+
 const DEFAULT_RETRY_SCHEDULE = [5, 300, 1800, 7200, 18000, 36000, 36000];
 
 const intFrom = (fallback: number, min: number, max: number) =>
@@ -70,7 +77,7 @@ const configSchema = z
     DOH_URL: z.url().optional().default("https://cloudflare-dns.com/dns-query"),
   })
   .superRefine((c, ctx) => {
-    if (c.ENVIRONMENT === "production" && c.ALLOW_PRIVATE_DESTINATIONS) {
+    if (isProduction(c.ENVIRONMENT) && c.ALLOW_PRIVATE_DESTINATIONS) {
       ctx.addIssue({
         code: "custom",
         path: ["ALLOW_PRIVATE_DESTINATIONS"],
@@ -110,7 +117,7 @@ export function loadConfig(env: Env): Config {
   const c = parsed.data;
   const config: Config = {
     environment: c.ENVIRONMENT,
-    production: c.ENVIRONMENT === "production",
+    production: isProduction(c.ENVIRONMENT),
     allowPrivateDestinations: c.ALLOW_PRIVATE_DESTINATIONS,
     retrySchedule: c.RETRY_SCHEDULE,
     retentionDays: c.RETENTION_DAYS,
