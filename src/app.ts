@@ -11,6 +11,8 @@ import { ConfigError } from "./config";
 import { ingestRoutes } from "./ingest/route";
 import type { AppEnv } from "./http/context";
 import { destinationRoutes } from "./http/destinations";
+import { eventRoutes } from "./http/events";
+import { recoveryRoutes } from "./http/recovery";
 import { ApiError, errorBody, errorResponse } from "./http/errors";
 import { log } from "./log";
 import { sourceRoutes } from "./http/sources";
@@ -54,6 +56,8 @@ export function createApp() {
   );
   app.route("/api/v1/webhooks/sources", sourceRoutes);
   app.route("/api/v1/webhooks/sources/:source_id/destinations", destinationRoutes);
+  app.route("/api/v1/webhooks/sources/:source_id/destinations", recoveryRoutes);
+  app.route("/api/v1/webhooks/sources/:source_id/events", eventRoutes);
   app.route("/in", ingestRoutes);
 
   app.notFound((c) => c.json(errorBody("not_found", "No such route."), 404));

@@ -26,28 +26,36 @@ async function sendAll<T>(queue: Queue<T>, bodies: T[]): Promise<void> {
   }
 }
 
-export async function sweepPendingEvents(s: Services, now: number): Promise<number> {
-  const cutoff = now - s.config.sweepAfterSeconds * 1000;
-  const stuck = await s.db
+/** Events saved but never fanned out (the queue send failed, or the message was lost). */
+export const stuckEvents = (s: Services, cutoff: number) =>
+  s.db
     .select({ id: events.id })
     .from(events)
     .where(and(eq(events.status, "pending"), lt(events.receivedAt, cutoff)))
     .orderBy(asc(events.receivedAt))
-    .limit(SWEEP_LIMIT)
-    .all();
+    .limit(SWEEP_LIMIT);
+
+/** Deliveries pending long past their due time: their message was lost or never sent. */
+export const stuckDeliveries = (s: Services, cutoff: number) =>
+  s.db
+    .select({ id: deliveries.id, eventId: deliveries.eventId, destinationId: deliveries.destinationId })
+    .from(deliveries)
+    .where(and(eq(deliveries.status, "pending"), lt(deliveries.nextAttemptAt, cutoff)))
+    .orderBy(asc(deliveries.nextAttemptAt))
+    .limit(SWEEP_LIMIT);
+
+/** One bounded batch of expired events, by primary key range (ids are time-ordered). */
+export const expiredEvents = (s: Services, bound: string) =>
+  s.db.select({ id: events.id }).from(events).where(lt(events.id, bound)).orderBy(asc(events.id)).limit(PURGE_BATCH);
+
+export async function sweepPendingEvents(s: Services, now: number): Promise<number> {
+  const stuck = await stuckEvents(s, now - s.config.sweepAfterSeconds * 1000);
   await sendAll<FanoutMessage>(s.env.FANOUT_QUEUE, stuck.map((e) => ({ kind: "fanout", event_id: e.id })));
   return stuck.length;
 }
 
 export async function sweepPendingDeliveries(s: Services, now: number): Promise<number> {
-  const cutoff = now - s.config.sweepAfterSeconds * 1000;
-  const stuck = await s.db
-    .select({ id: deliveries.id, eventId: deliveries.eventId, destinationId: deliveries.destinationId })
-    .from(deliveries)
-    .where(and(eq(deliveries.status, "pending"), lt(deliveries.nextAttemptAt, cutoff)))
-    .orderBy(asc(deliveries.nextAttemptAt))
-    .limit(SWEEP_LIMIT)
-    .all();
+  const stuck = await stuckDeliveries(s, now - s.config.sweepAfterSeconds * 1000);
   if (stuck.length === 0) return 0;
   // Push their due time forward first, so the next sweep does not queue them again.
   for (let i = 0; i < stuck.length; i += 90) {
@@ -71,12 +79,7 @@ export async function purgeExpired(s: Services, now: number): Promise<number> {
   for (let i = 0; i < PURGE_MAX_BATCHES; i++) {
     const res = await s.db
       .delete(events)
-      .where(
-        inArray(
-          events.id,
-          s.db.select({ id: events.id }).from(events).where(lt(events.id, bound)).orderBy(asc(events.id)).limit(PURGE_BATCH),
-        ),
-      )
+      .where(inArray(events.id, expiredEvents(s, bound)))
       .run();
     const n = res.meta.changes ?? 0;
     purged += n;

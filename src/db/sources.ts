@@ -44,14 +44,13 @@ export async function getSource(s: Services, accountId: string, id: string): Pro
     .get();
 }
 
-export async function listSources(s: Services, accountId: string, limit: number, cursor?: string) {
+export function listSources(s: Services, accountId: string, limit: number, cursor?: string) {
   return s.db
     .select()
     .from(sources)
     .where(and(eq(sources.accountId, accountId), cursor ? lt(sources.id, cursor) : undefined))
     .orderBy(desc(sources.id))
-    .limit(limit + 1)
-    .all();
+    .limit(limit + 1);
 }
 
 export async function updateSource(

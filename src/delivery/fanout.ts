@@ -5,6 +5,8 @@
  * Idempotent: a delivery row is unique per (event, destination), and only rows this
  * run inserted are queued, so a repeated fan-out message sends nothing twice. Should a
  * run die between the insert and the send, the delivery sweep queues the row later.
+ * A redeliver (or replay) message names its destinations and puts existing deliveries
+ * back to pending at the start of the retry schedule: same event id, same webhook-id.
  */
 import { and, eq, inArray } from "drizzle-orm";
 import { newId } from "../db/ids";
@@ -54,12 +56,15 @@ export async function fanout(s: Services, msg: FanoutMessage): Promise<number> {
       createdAt: now,
       updatedAt: now,
     }));
+    const insert = s.db.insert(deliveries).values(rows);
     inserts.push(
-      s.db
-        .insert(deliveries)
-        .values(rows)
-        .onConflictDoNothing()
-        .returning({ id: deliveries.id, destinationId: deliveries.destinationId }),
+      (msg.redeliver
+        ? insert.onConflictDoUpdate({
+            target: [deliveries.eventId, deliveries.destinationId],
+            set: { status: "pending", attemptsInRun: 0, nextAttemptAt: now, updatedAt: now },
+          })
+        : insert.onConflictDoNothing()
+      ).returning({ id: deliveries.id, destinationId: deliveries.destinationId }),
     );
   }
   // One round trip, atomic.

@@ -4,8 +4,10 @@
 export interface FanoutMessage {
   kind: "fanout";
   event_id: string;
-  /** Only these destinations (redeliver); omitted = every matching enabled destination. */
+  /** Only these destinations (redeliver, replay), whatever their filter; omitted = every matching enabled destination. */
   destination_ids?: string[];
+  /** Send again even where a delivery exists already (it goes back to pending, at the start of the schedule). */
+  redeliver?: boolean;
 }
 
 /** krafter-deliver: one per (event, destination). */

@@ -61,10 +61,20 @@ export const ingestRoutes = new Hono<AppEnv>().post("/:ingest_key", async (c) =>
   if (!source) throw notFound("source");
 
   const bytes = await readBounded(c.req.raw, s.config.maxBodyBytes);
-  const body = new TextDecoder().decode(bytes);
+  // ignoreBOM: keep a leading byte-order mark. The default decoder drops it, which
+  // stored a body that was not the one received and broke every signature over it.
+  // fatal: a body that is not UTF-8 is refused rather than stored altered (payloads are text).
+  let body: string;
+  try {
+    body = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes);
+  } catch {
+    throw new ApiError("unsupported_media_type", "The event body must be UTF-8 text (JSON or otherwise).");
+  }
   let json: unknown;
   try {
-    json = body === "" ? undefined : JSON.parse(body);
+    // For reading the type and the delivery id only: JSON.parse refuses a leading BOM.
+    const text = body.charCodeAt(0) === 0xfeff ? body.slice(1) : body;
+    json = text === "" ? undefined : JSON.parse(text);
   } catch {
     json = undefined;
   }

@@ -1,0 +1,110 @@
+/**
+ * A destination's attempt log and its replay:
+ * `GET …/destinations/:id/attempts` and `POST …/destinations/:id/replay`.
+ * Replay re-sends a window of the source's events to one destination through the same
+ * fan-out and delivery path, so receivers see the same webhook-id as the first time;
+ * events that arrived while it was disabled are included (they have no delivery yet).
+ */
+import { Hono } from "hono";
+import { z } from "zod";
+import { getDestination } from "../db/destinations";
+import { eventsToReplay, listAttempts } from "../db/events";
+import { isId } from "../db/ids";
+import { attemptOutcomes } from "../db/schema";
+import { matchesFilter } from "../delivery/filter";
+import type { FanoutMessage } from "../delivery/messages";
+import { requireScope } from "./auth";
+import type { AppEnv } from "./context";
+import { ApiError, notFound } from "./errors";
+import { instant, windowRefinement } from "./events";
+import { rfc3339 } from "./format";
+import { cursorField, limitField, page } from "./pagination";
+import { ownedSource } from "./sources";
+import { validate } from "./validation";
+
+/** One replay request queues at most this many events; narrow the window for more. */
+export const MAX_REPLAY_EVENTS = 10_000;
+const REPLAY_PAGE = 1000;
+
+export const listAttemptsQuery = z
+  .strictObject({
+    outcome: z.enum(attemptOutcomes).optional(),
+    since: instant.optional(),
+    until: instant.optional(),
+    limit: limitField,
+    cursor: cursorField.optional(),
+  })
+  .superRefine(windowRefinement);
+
+export const replayBody = z
+  .strictObject({
+    since: instant,
+    until: instant.optional(),
+    only_failed: z.boolean().default(false),
+  })
+  .superRefine(windowRefinement);
+
+async function ownedDestination(c: { var: AppEnv["Variables"] }, sourceId: string | undefined, id: string | undefined) {
+  const source = await ownedSource(c, sourceId);
+  if (!isId(id)) throw notFound("destination");
+  const row = await getDestination(c.var.services, source.id, id);
+  if (!row) throw notFound("destination");
+  return row;
+}
+
+export const recoveryRoutes = new Hono<AppEnv>()
+  .get("/:id/attempts", requireScope("webhooks:read"), validate("query", listAttemptsQuery), async (c) => {
+    const dest = await ownedDestination(c, c.req.param("source_id"), c.req.param("id"));
+    const q = c.req.valid("query");
+    const rows = await listAttempts(c.var.services, dest.id, { ...q, sinceMs: q.since, untilMs: q.until });
+    const { items, nextCursor } = page(rows, q.limit);
+    return c.json(
+      {
+        data: items.map((a) => ({
+          id: a.id,
+          event_id: a.eventId,
+          destination_id: a.destinationId,
+          number: a.number,
+          outcome: a.outcome,
+          status_code: a.statusCode,
+          error: a.error,
+          duration_ms: a.durationMs,
+          response_body: a.responseBody,
+          created_at: rfc3339(a.createdAt),
+        })),
+        next_cursor: nextCursor,
+      },
+      200,
+    );
+  })
+  .post("/:id/replay", requireScope("webhooks:write"), validate("json", replayBody), async (c) => {
+    const s = c.var.services;
+    const dest = await ownedDestination(c, c.req.param("source_id"), c.req.param("id"));
+    if (!dest.enabled) {
+      throw new ApiError("conflict", "The destination is disabled: PATCH enabled:true first, then replay.");
+    }
+    const body = c.req.valid("json");
+    const filter = JSON.parse(dest.eventFilter) as string[];
+    const window = { sinceMs: body.since, untilMs: body.until ?? s.now() + 1 };
+
+    const ids: string[] = [];
+    let after: string | undefined;
+    for (;;) {
+      const rows = await eventsToReplay(s, dest.sourceId, dest.id, window, body.only_failed, REPLAY_PAGE, after);
+      for (const e of rows) if (matchesFilter(filter, e.type)) ids.push(e.id);
+      if (ids.length > MAX_REPLAY_EVENTS) {
+        throw new ApiError(
+          "validation_failed",
+          `The window holds more than ${MAX_REPLAY_EVENTS} events to replay; narrow it with since/until.`,
+          [{ field: "until", code: "window_too_large", message: `at most ${MAX_REPLAY_EVENTS} events per replay` }],
+        );
+      }
+      if (rows.length < REPLAY_PAGE) break;
+      after = rows[rows.length - 1]!.id;
+    }
+    const messages: MessageSendRequest<FanoutMessage>[] = ids.map((event_id) => ({
+      body: { kind: "fanout", event_id, destination_ids: [dest.id], redeliver: true },
+    }));
+    for (let i = 0; i < messages.length; i += 100) await c.env.FANOUT_QUEUE.sendBatch(messages.slice(i, i + 100));
+    return c.json({ data: { queued: ids.length } }, 202);
+  });
