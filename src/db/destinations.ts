@@ -51,14 +51,13 @@ export async function getDestination(s: Services, sourceId: string, id: string) 
     .get();
 }
 
-export async function listDestinations(s: Services, sourceId: string, limit: number, cursor?: string) {
+export function listDestinations(s: Services, sourceId: string, limit: number, cursor?: string) {
   return s.db
     .select()
     .from(destinations)
     .where(and(eq(destinations.sourceId, sourceId), cursor ? lt(destinations.id, cursor) : undefined))
     .orderBy(desc(destinations.id))
-    .limit(limit + 1)
-    .all();
+    .limit(limit + 1);
 }
 
 export async function updateDestination(
