@@ -41,12 +41,15 @@ export async function handleQueue(batch: MessageBatch<AnyMessage>, env: Env, _ct
     return;
   }
   const messages = batch.messages as readonly Message<DeliverMessage>[];
-  const settles = await deliverBatch(s, messages.map((m) => m.body));
-  settles.forEach((settle, i) => {
-    const m = messages[i]!;
-    if (settle.ack) m.ack();
-    else m.retry({ delaySeconds: settle.delaySeconds });
-  });
+  await deliverBatch(
+    s,
+    messages.map((m) => m.body),
+    (i, settle) => {
+      const m = messages[i]!;
+      if (settle.ack) m.ack();
+      else m.retry({ delaySeconds: settle.delaySeconds });
+    },
+  );
 }
 
 export default {

@@ -2,12 +2,12 @@
  * The deliver consumer: for each message, one signed attempt to one destination.
  *
  * Per batch: one query loads every delivery with its destination, one loads the events
- * (each payload once, however many destinations it goes to); the attempts run
- * concurrently; one atomic D1 batch records every attempt and delivery state; then
- * each message is acked or retried with its delay, and DestinationHealth hears of
+ * (each payload once, however many destinations it goes to). Then the attempts run
+ * concurrently; each is recorded (the attempt and the delivery's state, atomically) and
+ * its message acked or retried with its delay at once; DestinationHealth hears of
  * successes after failures and of exhausted forwards.
  */
-import { inArray } from "drizzle-orm";
+import { eq, inArray, sql } from "drizzle-orm";
 import { signingSecrets } from "../db/destinations";
 import { newId } from "../db/ids";
 import { attempts, deliveries, destinations, events, type AttemptOutcome, type DeliveryStatus } from "../db/schema";
@@ -17,7 +17,6 @@ import type { Services } from "../services";
 import type { DeliverMessage } from "./messages";
 import { decide } from "./retry";
 import { sendSigned, type SendResult } from "./send";
-import { eq, sql } from "drizzle-orm";
 
 /** How many attempts of one batch are in flight at once (bounds memory with large payloads). */
 const CONCURRENCY = 16;
@@ -54,8 +53,61 @@ function chunks<T>(items: T[], size: number): T[][] {
   return out;
 }
 
-/** Processes deliver messages; returns what to do with each, in the same order. */
-export async function deliverBatch(s: Services, messages: DeliverMessage[]): Promise<Settle[]> {
+/**
+ * Processes deliver messages. Each message is recorded (one atomic D1 batch: the attempt
+ * and the delivery's new state) and settled through `settle` as soon as its own attempt
+ * ends, so a crash later in the batch never sends an acknowledged message again.
+ * Returns what was done with each, in the same order.
+ */
+export async function deliverBatch(
+  s: Services,
+  messages: DeliverMessage[],
+  settle: (index: number, what: Settle) => void = () => undefined,
+): Promise<Settle[]> {
+  const settles: Settle[] = messages.map(() => ({ ack: true }));
+  const done = (i: number, what: Settle) => {
+    settles[i] = what;
+    settle(i, what);
+  };
+  const retryLater = (): Settle => ({ ack: false, delaySeconds: s.config.retrySchedule[0] ?? 5 });
+
+  let loaded: Map<string, Loaded>;
+  let eventRows: Map<string, { id: string; sourceId: string; type: string; payload: string }>;
+  try {
+    ({ loaded, eventRows } = await load(s, messages));
+  } catch (err) {
+    log("error", "delivery_load_failed", { error: err instanceof Error ? err.message : String(err) });
+    messages.forEach((_, i) => done(i, retryLater()));
+    return settles;
+  }
+  const seen = new Set<string>();
+
+  await pool(
+    messages.map((m, i) => ({ m, i })),
+    CONCURRENCY,
+    async ({ m, i }) => {
+      try {
+        const l = loaded.get(m.delivery_id);
+        const event = l ? eventRows.get(l.delivery.eventId) : undefined;
+        // Deleted destination or event (or purged), settled already (a duplicate
+        // message), or twice in this batch: nothing to send, drop the message.
+        if (!l || !event || l.delivery.status !== "pending" || seen.has(m.delivery_id)) return done(i, { ack: true });
+        seen.add(m.delivery_id);
+        const outcome = await attempt(s, l, event);
+        done(i, outcome.settle);
+        if (outcome.health) await tellHealth(s, l.destination.id, outcome.health);
+      } catch (err) {
+        // Our own failure (a secret that does not decrypt, D1 refusing the record because
+        // the destination was just deleted, …): retry the message later as it is.
+        log("error", "delivery_crashed", { delivery_id: m.delivery_id, error: err instanceof Error ? err.message : String(err) });
+        done(i, retryLater());
+      }
+    },
+  );
+  return settles;
+}
+
+async function load(s: Services, messages: DeliverMessage[]) {
   const deliveryIds = [...new Set(messages.map((m) => m.delivery_id))];
   const loaded = new Map<string, Loaded>();
   for (const ids of chunks(deliveryIds, 90)) {
@@ -77,129 +129,112 @@ export async function deliverBatch(s: Services, messages: DeliverMessage[]): Pro
       .all();
     for (const r of rows) eventRows.set(r.id, r);
   }
+  return { loaded, eventRows };
+}
 
-  const settles: Settle[] = messages.map(() => ({ ack: true }));
-  const writes: Parameters<typeof s.db.batch>[0][number][] = [];
-  const healthCalls: { destinationId: string; kind: "success" | "exhausted" }[] = [];
-  const seen = new Set<string>();
-
-  await pool(
-    messages.map((m, i) => ({ m, i })),
-    CONCURRENCY,
-    async ({ m, i }) => {
-      const l = loaded.get(m.delivery_id);
-      const event = l ? eventRows.get(l.delivery.eventId) : undefined;
-      // Deleted destination or event (or purged): nothing to do, drop the message.
-      if (!l || !event) return;
-      // Settled already (a duplicate message), or twice in this batch: drop.
-      if (l.delivery.status !== "pending" || seen.has(m.delivery_id)) return;
-      seen.add(m.delivery_id);
-
-      const now = s.now();
-      const number = l.delivery.attemptCount + 1;
-      const attemptInRun = l.delivery.attemptsInRun + 1;
-      const record = (
-        outcome: AttemptOutcome,
-        status: DeliveryStatus,
-        result: { statusCode?: number | null; error?: string | null; durationMs: number; body?: string | null },
-        nextAttemptAt: number,
-      ) => {
-        writes.push(
-          s.db.insert(attempts).values({
-            id: newId(now),
-            deliveryId: l.delivery.id,
-            eventId: event.id,
-            destinationId: l.destination.id,
-            number,
-            outcome,
-            statusCode: result.statusCode ?? null,
-            error: result.error ?? null,
-            durationMs: result.durationMs,
-            responseBody: result.body ?? null,
-            createdAt: now,
-          }),
-          s.db
-            .update(deliveries)
-            .set({
-              status,
-              attemptCount: sql`${deliveries.attemptCount} + 1`,
-              attemptsInRun: sql`${deliveries.attemptsInRun} + 1`,
-              lastAttemptAt: now,
-              nextAttemptAt,
-              updatedAt: now,
-            })
-            .where(eq(deliveries.id, l.delivery.id)),
-        );
-        log("info", "delivery_attempt", {
-          delivery_id: l.delivery.id,
-          event_id: event.id,
-          destination_id: l.destination.id,
-          attempt: number,
-          outcome,
-          status_code: result.statusCode ?? null,
-          duration_ms: result.durationMs,
-        });
-      };
-
-      if (!l.destination.enabled) {
-        // Disabled destinations' queued deliveries are cancelled, and it shows in the attempt log.
-        record("cancelled", "cancelled", { error: "destination is disabled", durationMs: 0 }, now);
-        return;
-      }
-
-      let result: SendResult;
-      try {
-        result = await sendSigned(s, {
-          url: l.destination.url,
-          body: envelope(event.type, event.payload, event.sourceId),
-          msgId: event.id,
-          secrets: await signingSecrets(s, l.destination),
-          attempt: number,
-          timeoutMs: s.config.deliveryTimeoutMs,
-        });
-      } catch (err) {
-        // Our own failure (a secret that does not decrypt, say): retry the message later as is.
-        log("error", "delivery_crashed", { delivery_id: l.delivery.id, error: err instanceof Error ? err.message : String(err) });
-        settles[i] = { ack: false, delaySeconds: s.config.retrySchedule[0] ?? 5 };
-        return;
-      }
-      const statusCode = result.kind === "response" ? result.status : null;
-      const decision = decide(
-        { status: statusCode, retryAfter: result.kind === "response" ? result.retryAfter : null },
-        attemptInRun,
-        s.config.retrySchedule,
-        now,
-      );
-      const detail = {
-        statusCode,
-        error: result.kind === "response" ? (statusCode! >= 300 && statusCode! < 400 ? `redirect not followed (HTTP ${statusCode})` : null) : result.error,
+/** One attempt: send (unless the destination is disabled), then record it. */
+async function attempt(
+  s: Services,
+  l: Loaded,
+  event: { id: string; sourceId: string; type: string; payload: string },
+): Promise<{ settle: Settle; health?: "success" | "exhausted" }> {
+  const number = l.delivery.attemptCount + 1;
+  const record = async (
+    outcome: AttemptOutcome,
+    status: DeliveryStatus,
+    result: { statusCode?: number | null; error?: string | null; durationMs: number; body?: string | null },
+    nextAttemptAt: number,
+    now = s.now(),
+  ) => {
+    await s.db.batch([
+      s.db.insert(attempts).values({
+        id: newId(now),
+        deliveryId: l.delivery.id,
+        eventId: event.id,
+        destinationId: l.destination.id,
+        number,
+        outcome,
+        statusCode: result.statusCode ?? null,
+        error: result.error ?? null,
         durationMs: result.durationMs,
-        body: result.kind === "response" ? result.body : null,
-      };
-      if (decision.retry) {
-        record("failed", "pending", detail, now + decision.delaySeconds * 1000);
-        settles[i] = { ack: false, delaySeconds: decision.delaySeconds };
-      } else if (decision.reason === "succeeded") {
-        record("succeeded", "succeeded", detail, now);
-        if (l.destination.failureCount > 0) healthCalls.push({ destinationId: l.destination.id, kind: "success" });
-      } else {
-        record("failed", "failed", detail, now);
-        healthCalls.push({ destinationId: l.destination.id, kind: "exhausted" });
-      }
-    },
-  );
+        responseBody: result.body ?? null,
+        createdAt: now,
+      }),
+      s.db
+        .update(deliveries)
+        .set({
+          status,
+          attemptCount: sql`${deliveries.attemptCount} + 1`,
+          attemptsInRun: sql`${deliveries.attemptsInRun} + 1`,
+          lastAttemptAt: now,
+          nextAttemptAt,
+          updatedAt: now,
+        })
+        .where(eq(deliveries.id, l.delivery.id)),
+    ]);
+    log("info", "delivery_attempt", {
+      delivery_id: l.delivery.id,
+      event_id: event.id,
+      destination_id: l.destination.id,
+      attempt: number,
+      outcome,
+      status_code: result.statusCode ?? null,
+      duration_ms: result.durationMs,
+    });
+  };
 
-  if (writes.length > 0) {
-    await s.db.batch(writes as [(typeof writes)[number], ...(typeof writes)[number][]]);
+  if (!l.destination.enabled) {
+    // Disabled destinations' queued deliveries are cancelled, and it shows in the attempt log.
+    await record("cancelled", "cancelled", { error: "destination is disabled", durationMs: 0 }, s.now());
+    return { settle: { ack: true } };
   }
-  for (const call of healthCalls) {
-    try {
-      const stub = healthOf(s.env, call.destinationId);
-      if (call.kind === "success") await stub.success(call.destinationId);
-      else await stub.exhausted(call.destinationId);
-    } catch (err) {
-      log("error", "destination_health_failed", { destination_id: call.destinationId, error: err instanceof Error ? err.message : String(err) });
-    }
+
+  const result: SendResult = await sendSigned(s, {
+    url: l.destination.url,
+    body: envelope(event.type, event.payload, event.sourceId),
+    msgId: event.id,
+    secrets: await signingSecrets(s, l.destination),
+    attempt: number,
+    timeoutMs: s.config.deliveryTimeoutMs,
+  });
+  const now = s.now();
+  const statusCode = result.kind === "response" ? result.status : null;
+  const decision = decide(
+    { status: statusCode, retryAfter: result.kind === "response" ? result.retryAfter : null },
+    l.delivery.attemptsInRun + 1,
+    s.config.retrySchedule,
+    now,
+  );
+  const detail = {
+    statusCode,
+    error:
+      result.kind !== "response"
+        ? result.error
+        : statusCode! >= 300 && statusCode! < 400
+          ? `redirect not followed (HTTP ${statusCode})`
+          : null,
+    durationMs: result.durationMs,
+    body: result.kind === "response" ? result.body : null,
+  };
+  if (decision.retry) {
+    await record("failed", "pending", detail, now + decision.delaySeconds * 1000, now);
+    return { settle: { ack: false, delaySeconds: decision.delaySeconds } };
   }
-  return settles;
+  if (decision.reason === "succeeded") {
+    await record("succeeded", "succeeded", detail, now);
+    // Only a destination with failures on record needs to hear of a success.
+    return { settle: { ack: true }, ...(l.destination.failureCount > 0 ? { health: "success" as const } : {}) };
+  }
+  await record("failed", "failed", detail, now);
+  return { settle: { ack: true }, health: "exhausted" };
+}
+
+async function tellHealth(s: Services, destinationId: string, kind: "success" | "exhausted"): Promise<void> {
+  try {
+    const stub = healthOf(s.env, destinationId);
+    if (kind === "success") await stub.success(destinationId);
+    else await stub.exhausted(destinationId);
+  } catch (err) {
+    log("error", "destination_health_failed", { destination_id: destinationId, error: err instanceof Error ? err.message : String(err) });
+  }
 }
