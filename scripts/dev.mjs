@@ -1,0 +1,149 @@
+#!/usr/bin/env node
+/**
+ * `npm start`: everything a newcomer needs to run Krafter locally, in one command.
+ *
+ * 1. Writes `.dev.vars` if it is missing (never overwrites it): ENVIRONMENT=development,
+ *    a fresh ENCRYPTION_KEY, ALLOW_PRIVATE_DESTINATIONS=true.
+ * 2. Applies the D1 migrations to the local database (without prompting).
+ * 3. Says how to get an API key.
+ * 4. Runs `wrangler dev` (http://localhost:8787 unless `--port` says otherwise).
+ *
+ * Extra arguments go to `wrangler dev`: `npm start -- --port 9000`.
+ * `--persist-to DIR` (or KRAFTER_PERSIST_TO=DIR) keeps the local state in DIR instead of
+ * .wrangler/state; it is passed to both the migrations and `wrangler dev`.
+ */
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, writeFileSync } from "node:fs";
+import { delimiter, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const DEV_VARS = join(ROOT, ".dev.vars");
+
+/** Splits out `--persist-to DIR` / `--persist-to=DIR`; everything else is for wrangler dev. */
+function parseArgs(argv) {
+  const rest = [];
+  let persistTo = process.env.KRAFTER_PERSIST_TO || undefined;
+  let port = "8787";
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === "--persist-to") {
+      const value = argv[++i];
+      if (value === undefined || value === "") fail("--persist-to needs a directory.");
+      persistTo = value;
+    } else if (arg.startsWith("--persist-to=")) {
+      persistTo = arg.slice("--persist-to=".length);
+      if (persistTo === "") fail("--persist-to needs a directory.");
+    } else {
+      if (arg === "--port" && argv[i + 1] !== undefined) port = argv[i + 1];
+      else if (arg.startsWith("--port=")) port = arg.slice("--port=".length);
+      rest.push(arg);
+    }
+  }
+  return { rest, persistTo: persistTo === undefined ? undefined : resolve(persistTo), port };
+}
+
+function fail(message) {
+  console.error(`npm start: ${message}`);
+  process.exit(2);
+}
+
+function wranglerBin() {
+  const bin = join(ROOT, "node_modules", ".bin", process.platform === "win32" ? "wrangler.cmd" : "wrangler");
+  if (!existsSync(bin)) fail("wrangler is not installed: run `npm install` first.");
+  return bin;
+}
+
+function spawnWrangler(args, stdio) {
+  return spawn(wranglerBin(), args, {
+    cwd: ROOT,
+    stdio,
+    shell: process.platform === "win32",
+    // The pinned Node (node_modules/.bin/node) first, so wrangler's `#!/usr/bin/env node`
+    // finds Node 22 even if this script was started with an older system Node.
+    env: { ...process.env, PATH: join(ROOT, "node_modules", ".bin") + delimiter + (process.env.PATH ?? "") },
+  });
+}
+
+function writeDevVarsIfMissing() {
+  if (existsSync(DEV_VARS)) {
+    console.log("Using the existing .dev.vars.");
+    return;
+  }
+  const key = randomBytes(32).toString("base64");
+  const text = `# Local settings for \`wrangler dev\`, written by \`npm start\` (scripts/dev.mjs) because
+# this file was missing. It is never overwritten, and .gitignore keeps it out of git.
+# See "Configuration" in README.md for every setting.
+ENVIRONMENT=development
+# Encrypts destination and signing secrets at rest (base64 of 32 random bytes).
+# Keep it: secrets stored in the local database cannot be read without it.
+ENCRYPTION_KEY=${key}
+# Lets destinations point at http://localhost:3000 and other private addresses.
+# The Worker refuses to start with this when ENVIRONMENT=production.
+ALLOW_PRIVATE_DESTINATIONS=true
+`;
+  try {
+    // "wx": fails if the file appeared meanwhile; an existing file is never replaced.
+    writeFileSync(DEV_VARS, text, { flag: "wx", mode: 0o600 });
+    console.log("Wrote .dev.vars with a fresh ENCRYPTION_KEY (ENVIRONMENT=development, ALLOW_PRIVATE_DESTINATIONS=true).");
+  } catch (err) {
+    if (err?.code !== "EEXIST") throw err;
+  }
+}
+
+/** Runs the local migrations. Its stdin is closed, so wrangler does not ask for confirmation. */
+function applyMigrations(persistTo) {
+  return new Promise((resolvePromise) => {
+    const args = ["d1", "migrations", "apply", "DB", "--local", ...(persistTo ? ["--persist-to", persistTo] : [])];
+    const child = spawnWrangler(args, ["ignore", "inherit", "inherit"]);
+    child.on("error", (err) => fail(`could not run wrangler: ${err.message}`));
+    child.on("close", (code, signal) => resolvePromise(code ?? (signal ? 1 : 0)));
+  });
+}
+
+function printHowToGetAKey(persistTo, port) {
+  const persist = persistTo ? ` --persist-to ${JSON.stringify(persistTo)}` : "";
+  console.log(`
+Krafter is starting on http://localhost:${port}
+
+Get an API key (in another terminal):
+  npm run api-key -- create --account NAME --scopes webhooks:read,webhooks:write${persist}
+The key is the last line printed. Then:
+  curl -H "Authorization: Bearer krf_…" http://localhost:${port}/api/v1/webhooks/sources
+`);
+}
+
+async function main() {
+  const { rest, persistTo, port } = parseArgs(process.argv.slice(2));
+  writeDevVarsIfMissing();
+
+  const migrated = await applyMigrations(persistTo);
+  if (migrated !== 0) {
+    console.error("npm start: applying the local D1 migrations failed (see above).");
+    process.exit(migrated);
+  }
+
+  printHowToGetAKey(persistTo, port);
+
+  const dev = spawnWrangler(["dev", ...rest, ...(persistTo ? ["--persist-to", persistTo] : [])], "inherit");
+  dev.on("error", (err) => fail(`could not run wrangler dev: ${err.message}`));
+
+  // Forward signals sent to this process (kill, a supervisor) to wrangler dev, and exit
+  // the way it exits. A Ctrl-C in the terminal reaches wrangler directly as well.
+  const forward = (signal) => {
+    if (dev.exitCode === null && dev.signalCode === null) dev.kill(signal);
+  };
+  const signals = ["SIGINT", "SIGTERM", "SIGHUP"];
+  for (const s of signals) process.on(s, forward);
+  dev.on("close", (code, signal) => {
+    for (const s of signals) process.off(s, forward);
+    if (signal) process.kill(process.pid, signal);
+    else process.exit(code ?? 0);
+  });
+}
+
+main().catch((err) => {
+  console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
+  process.exit(1);
+});
