@@ -126,8 +126,17 @@ async function main() {
 
   printHowToGetAKey(persistTo, port);
 
-  const dev = spawnWrangler(["dev", ...rest, ...(persistTo ? ["--persist-to", persistTo] : [])], "inherit");
+  // --test-scheduled: wrangler dev runs no cron triggers by itself, so the housekeeping
+  // cron (the sweep that re-queues what was saved but never queued, and retention) is
+  // fired here once a minute through /__scheduled, as Cloudflare would in production.
+  const dev = spawnWrangler(["dev", "--test-scheduled", ...rest, ...(persistTo ? ["--persist-to", persistTo] : [])], "inherit");
   dev.on("error", (err) => fail(`could not run wrangler dev: ${err.message}`));
+  const cron = setInterval(() => {
+    fetch(`http://127.0.0.1:${port}/__scheduled?cron=${encodeURIComponent("* * * * *")}`, { signal: AbortSignal.timeout(30_000) })
+      .then((r) => r.arrayBuffer())
+      .catch(() => undefined); // not up yet, or restarting: the next tick will do
+  }, 60_000);
+  cron.unref();
 
   // Forward signals sent to this process (kill, a supervisor) to wrangler dev, and exit
   // the way it exits. A Ctrl-C in the terminal reaches wrangler directly as well.

@@ -124,6 +124,11 @@ export interface StartOptions {
   vars?: Record<string, string>;
   /** Default: a free port. */
   port?: number;
+  /**
+   * How often to fire the housekeeping cron (`/__scheduled`), as production's trigger
+   * would once a minute; wrangler dev runs none by itself. Default 60 s; 0 for never.
+   */
+  cronEveryMs?: number;
 }
 
 // Process groups still running, killed if the test process exits without stop().
@@ -159,7 +164,7 @@ export async function startDev(options: StartOptions = {}): Promise<Dev> {
     for (let attempt = 1; ; attempt++) {
       const port = options.port ?? (await freePort());
       try {
-        return await launch({ port, vars, persistTo, envFile });
+        return await launch({ port, vars, persistTo, envFile, cronEveryMs: options.cronEveryMs ?? 60_000 });
       } catch (err) {
         const inUse = err instanceof Error && /EADDRINUSE|address already in use/i.test(err.message);
         if (!inUse || options.port !== undefined || attempt >= 3) throw err;
@@ -171,7 +176,7 @@ export async function startDev(options: StartOptions = {}): Promise<Dev> {
   }
 }
 
-async function launch(o: { port: number; vars: Record<string, string>; persistTo: string; envFile: string }): Promise<Dev> {
+async function launch(o: { port: number; vars: Record<string, string>; persistTo: string; envFile: string; cronEveryMs: number }): Promise<Dev> {
   const inspectorPort = await freePort();
   const args = [
     "dev",
@@ -181,6 +186,7 @@ async function launch(o: { port: number; vars: Record<string, string>; persistTo
     "--persist-to", o.persistTo,
     "--env-file", o.envFile,
     "--show-interactive-dev-session=false",
+    "--test-scheduled",
     ...Object.entries(o.vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]),
   ];
   const child: ChildProcess = spawn(WRANGLER, args, {
@@ -214,9 +220,11 @@ async function launch(o: { port: number; vars: Record<string, string>; persistTo
 
   const origin = `http://127.0.0.1:${o.port}`;
   let stopped = false;
+  let cron: ReturnType<typeof setInterval> | undefined;
   const stop = async () => {
     if (stopped) return;
     stopped = true;
+    if (cron) clearInterval(cron);
     killGroup(pgid, "SIGTERM");
     const gone = await Promise.race([exited.then(() => true), sleep(STOP_TIMEOUT_MS).then(() => false)]);
     // workerd may outlive wrangler for a moment: the whole group, for certain.
@@ -259,6 +267,15 @@ async function launch(o: { port: number; vars: Record<string, string>; persistTo
     killGroup(pgid, "SIGKILL");
     await Promise.race([exited, sleep(STOP_TIMEOUT_MS)]);
     liveGroups.delete(pgid);
+  }
+
+  if (o.cronEveryMs > 0) {
+    cron = setInterval(() => {
+      fetch(`${origin}/__scheduled?cron=${encodeURIComponent("* * * * *")}`, { signal: AbortSignal.timeout(30_000) })
+        .then((r) => r.arrayBuffer())
+        .catch(() => undefined);
+    }, o.cronEveryMs);
+    cron.unref();
   }
 
   return {
