@@ -4,8 +4,21 @@
  */
 import { v7 as uuidv7 } from "uuid";
 
-export function newId(nowMs?: number): string {
-  return nowMs === undefined ? uuidv7() : uuidv7({ msecs: nowMs });
+// Monotonic within a millisecond in this isolate: ids made in the same ms keep their order.
+const state = { msecs: -Infinity, seq: 0 };
+
+/** A UUIDv7 for the given time (default now), greater than every earlier one made here. */
+export function newId(nowMs: number = Date.now()): string {
+  if (nowMs > state.msecs) {
+    state.msecs = nowMs;
+    state.seq = crypto.getRandomValues(new Uint32Array(1))[0]! >>> 2; // leave room to count up
+  } else if (nowMs === state.msecs) {
+    state.seq = (state.seq + 1) >>> 0;
+  } else {
+    // An explicit past time (a backfill, a test): ordered by time, random within its ms.
+    return uuidv7({ msecs: nowMs });
+  }
+  return uuidv7({ msecs: state.msecs, seq: state.seq });
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;

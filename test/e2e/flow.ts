@@ -93,6 +93,8 @@ export interface Verification {
   missing: string[];
   /** Received but not expected (wrong filter, unknown id). */
   unexpected: string[];
+  /** Requests this destination refused (non-2xx): failed attempts, retried by the relay. */
+  refusedByReceiver: number;
   duplicates: number;
   badSignatures: number;
   altered: number;
@@ -114,8 +116,13 @@ export function verifyDeliveries(
   const seen = new Map<string, number>();
   let badSignatures = 0;
   let altered = 0;
+  let refusedByReceiver = 0;
   const unexpected: string[] = [];
   for (const r of received) {
+    if (r.answered === undefined || r.answered < 200 || r.answered >= 300) {
+      refusedByReceiver++;
+      continue;
+    }
     const id = r.headers["webhook-id"] ?? "";
     try {
       wh.verify(r.body, r.headers);
@@ -134,7 +141,7 @@ export function verifyDeliveries(
   }
   const missing = [...want.keys()].filter((id) => !seen.has(id));
   const duplicates = [...seen.values()].reduce((n, c) => n + c - 1, 0);
-  return { expected: want.size, delivered: seen.size, missing, unexpected, duplicates, badSignatures, altered };
+  return { expected: want.size, delivered: seen.size, missing, unexpected, refusedByReceiver, duplicates, badSignatures, altered };
 }
 
 export async function waitFor<T>(check: () => Promise<T | undefined>, timeoutMs: number, what: string, intervalMs = 250): Promise<T> {

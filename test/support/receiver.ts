@@ -37,6 +37,8 @@ export interface Received {
   headers: Record<string, string>;
   body: string;
   at: number;
+  /** The status this receiver answered (undefined when it hung or reset the connection). */
+  answered?: number;
 }
 
 interface Mailbox {
@@ -165,8 +167,10 @@ export async function startReceiver(port = 0): Promise<ReceiverHandle> {
         if (!box) return json(res, 404, { error: "no such mailbox" });
         const headers: Record<string, string> = {};
         for (const [k, v] of Object.entries(req.headers)) if (typeof v === "string") headers[k] = v;
-        box.requests.push({ method: req.method ?? "", path: url.pathname + url.search, headers, body, at: Date.now() });
-        return answer(res, box.script.shift() ?? box.repeat);
+        const step = box.script.shift() ?? box.repeat;
+        const answered = step.hang || step.reset ? undefined : (step.status ?? 200);
+        box.requests.push({ method: req.method ?? "", path: url.pathname + url.search, headers, body, at: Date.now(), answered });
+        return answer(res, step);
       }
       json(res, 404, { error: "not found" });
     } catch (err) {

@@ -1,0 +1,101 @@
+/// <reference types="node" />
+/**
+ * Load with nothing lost (issue 7): 5,000 events ingested by 50 concurrent senders into
+ * a source with 3 destinations, through `wrangler dev`. Every ingest is answered 202 or
+ * a deliberate error; every accepted event reaches every matching destination, exactly
+ * the set sent (compared by id and body), each signature valid. The figures of the run
+ * go to test/load/results.json for the README's "Reliability" section.
+ */
+import { writeFile } from "node:fs/promises";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { startReceiver, type ReceiverHandle } from "../support/receiver";
+import { Api, openMailbox, percentile, sendEvents, verifyDeliveries, waitFor, type Verification } from "../e2e/flow";
+import { startDev, type Dev } from "../e2e/harness";
+
+const EVENTS = Number(process.env.LOAD_EVENTS ?? 5000);
+const SENDERS = Number(process.env.LOAD_SENDERS ?? 50);
+
+let dev: Dev;
+let receiver: ReceiverHandle;
+
+beforeAll(async () => {
+  receiver = await startReceiver();
+  dev = await startDev({ vars: { RETRY_SCHEDULE: "1,2,4", SWEEP_AFTER_SECONDS: "60" }, cronEveryMs: 10_000 });
+});
+
+afterAll(async () => {
+  await dev?.stop();
+  await receiver?.close();
+});
+
+it(`${EVENTS} events from ${SENDERS} concurrent senders reach 3 destinations, nothing lost`, async () => {
+  const api = new Api(dev.origin, await dev.apiKey());
+  const source = await api.createSource({ name: "load", provider: "stripe" });
+  const all = await openMailbox(receiver.origin);
+  const invoices = await openMailbox(receiver.origin);
+  // Fails every 7th request with a 503 (its retries must still get everything through).
+  const flaky = await openMailbox(receiver.origin, {
+    script: Array.from({ length: 2000 }, (_, i) => (i % 7 === 3 ? { status: 503 } : { status: 200 })),
+    repeat: { status: 200 },
+  });
+  const dAll = await api.createDestination(source.id, { url: all.url });
+  const dInvoices = await api.createDestination(source.id, { url: invoices.url, event_filter: ["invoice.*"] });
+  const dFlaky = await api.createDestination(source.id, { url: flaky.url });
+
+  const types = ["invoice.paid", "invoice.created", "customer.updated", "charge.succeeded", "payment_intent.succeeded"];
+  const sent = await sendEvents(source.ingest_url, EVENTS, SENDERS, (i) => {
+    const type = types[i % types.length]!;
+    return { type, body: { id: `evt_load_${i}`, object: "event", type, data: { object: { id: `obj_${i}`, amount: i * 100, currency: "eur" } } } };
+  });
+  // Every ingest answered: 202, or a deliberate error (none expected here).
+  expect(sent.refused).toEqual({});
+  expect(sent.accepted).toHaveLength(EVENTS);
+  const drainStarted = Date.now();
+
+  const expectations = [
+    { name: "all events", box: all, dest: dAll, want: sent.accepted },
+    { name: "invoice.* only", box: invoices, dest: dInvoices, want: sent.accepted.filter((e) => e.type.startsWith("invoice.")) },
+    { name: "every 7th request fails", box: flaky, dest: dFlaky, want: sent.accepted },
+  ];
+  const results: (Verification & { name: string })[] = [];
+  for (const x of expectations) {
+    const v = await waitFor(
+      async () => {
+        const v = verifyDeliveries(await x.box.requests(), x.want, x.dest.secret, source.id);
+        return v.missing.length === 0 ? v : undefined;
+      },
+      600_000,
+      `every delivery to "${x.name}"`,
+      1000,
+    );
+    expect(v).toMatchObject({ missing: [], unexpected: [], badSignatures: 0, altered: 0, delivered: x.want.length });
+    results.push({ ...v, name: x.name, missing: [] });
+  }
+  const drainSeconds = (Date.now() - drainStarted) / 1000;
+  const deliveries = results.reduce((n, r) => n + r.delivered, 0);
+
+  const summary = {
+    date: new Date().toISOString(),
+    events: EVENTS,
+    senders: SENDERS,
+    ingest: {
+      accepted: sent.accepted.length,
+      refused: sent.refused,
+      seconds: +(sent.durationMs / 1000).toFixed(1),
+      per_second: +(EVENTS / (sent.durationMs / 1000)).toFixed(0),
+      p50_ms: +percentile(sent.latenciesMs, 50).toFixed(1),
+      p99_ms: +percentile(sent.latenciesMs, 99).toFixed(1),
+    },
+    deliveries: {
+      expected: deliveries,
+      delivered: deliveries,
+      lost: 0,
+      duplicates: results.reduce((n, r) => n + r.duplicates, 0),
+      failed_attempts_retried: results.reduce((n, r) => n + r.refusedByReceiver, 0),
+      drained_seconds_after_ingest: +drainSeconds.toFixed(1),
+      per_destination: results.map((r) => ({ name: r.name, expected: r.expected, delivered: r.delivered, duplicates: r.duplicates, failed_attempts_retried: r.refusedByReceiver })),
+    },
+  };
+  console.log(JSON.stringify(summary, null, 2));
+  await writeFile(new URL("./results.json", import.meta.url), JSON.stringify(summary, null, 2) + "\n");
+});
