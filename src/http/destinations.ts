@@ -3,6 +3,7 @@
  * (shared/spec/destinations-api.md), with PRODUCT.md's decisions where it is silent.
  */
 import { Hono } from "hono";
+import { createMiddleware } from "hono/factory";
 import { z } from "zod";
 import { isId } from "../db/ids";
 import {
@@ -17,7 +18,7 @@ import {
 import { invalidFilterEntry, MAX_FILTER_ENTRIES, normalizeFilter } from "../delivery/filter";
 import { sendSigned } from "../delivery/send";
 import { newId } from "../db/ids";
-import { checkDestinationUrl, checkUrlSyntax, MAX_URL_LENGTH } from "../security/ssrf";
+import { checkDestinationUrl, checkUrlSyntax } from "../security/ssrf";
 import { secretKeyBytes } from "../security/signing";
 import type { Services } from "../services";
 import { requireScope } from "./auth";
@@ -26,9 +27,16 @@ import { ApiError, notFound } from "./errors";
 import { rfc3339 } from "./format";
 import { page, paginationQuery } from "./pagination";
 import { ownedSource } from "./sources";
-import { validate } from "./validation";
+import { issuesToDetails, validate } from "./validation";
 
-const url = z.string().min(1).max(MAX_URL_LENGTH);
+/**
+ * Syntax here (absolute http(s), length, no credentials), so a bad url is listed with the
+ * other fields' errors; the scheme for the environment and the SSRF guard come after.
+ */
+const url = z.string().superRefine((v, ctx) => {
+  const syntax = checkUrlSyntax(v, false);
+  if (!syntax.ok) ctx.addIssue({ code: "custom", message: `url ${syntax.reason}.`, params: { code: "invalid_url" } });
+});
 const secret = z
   .string()
   .max(200)
@@ -55,6 +63,28 @@ export const updateDestinationBody = z.strictObject({
   secret: secret.optional(),
   event_filter: eventFilter.optional(),
   enabled: z.boolean().optional(),
+});
+
+/** The test endpoint takes no fields: no body, an empty body, or `{}`. */
+const testBody = z.strictObject({});
+
+/**
+ * For the test endpoint: an absent or empty body is fine; anything else must be JSON
+ * (400 otherwise) and carry no fields (422), as every other body of the API.
+ */
+const emptyBody = createMiddleware<AppEnv>(async (c, next) => {
+  const text = c.req.raw.body === null ? "" : await c.req.text();
+  if (text.length > 0) {
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      throw new ApiError("invalid_json", "The request body is not valid JSON.");
+    }
+    const parsed = testBody.safeParse(value);
+    if (!parsed.success) throw new ApiError("validation_failed", "The request is not valid.", issuesToDetails(parsed.error.issues));
+  }
+  await next();
 });
 
 export function destinationJson(row: DestinationRow) {
@@ -125,7 +155,7 @@ export const destinationRoutes = new Hono<AppEnv>()
     await deleteDestination(c.var.services, row.id);
     return c.body(null, 204);
   })
-  .post("/:id/test", requireScope("webhooks:write"), async (c) => {
+  .post("/:id/test", requireScope("webhooks:write"), emptyBody, async (c) => {
     const row = await ownedDestination(c, c.req.param("source_id"), c.req.param("id"));
     const s = c.var.services;
     const body = JSON.stringify({

@@ -27,12 +27,22 @@ export const cursorField = z
     return id;
   });
 
-export const limitField = z.coerce
-  .number({ error: "must be an integer" })
-  .int("must be an integer")
-  .min(1)
-  .max(MAX_LIMIT)
-  .default(DEFAULT_LIMIT);
+/**
+ * Plain decimal digits only: `z.coerce.number()` would also take `0x10`, `1e1`, ` 5 `
+ * and other spellings of a number that no client means as a page size.
+ */
+export const limitField = z
+  .string()
+  .optional()
+  .transform((v, ctx) => {
+    if (v === undefined) return DEFAULT_LIMIT;
+    const n = /^[0-9]{1,4}$/.test(v) ? Number(v) : NaN;
+    if (!Number.isInteger(n) || n < 1 || n > MAX_LIMIT) {
+      ctx.addIssue({ code: "custom", message: `must be an integer from 1 to ${MAX_LIMIT}` });
+      return z.NEVER;
+    }
+    return n;
+  });
 
 export const paginationQuery = z.strictObject({
   limit: limitField,

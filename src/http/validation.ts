@@ -23,7 +23,9 @@ export function issuesToDetails(issues: z.core.$ZodIssue[]): ErrorDetail[] {
         details.push({ field: base ? `${base}.${key}` : key, code: "unknown_field", message: "Unknown field." });
       }
     } else {
-      details.push({ field: base, code: issue.code, message: issue.message });
+      // A custom check may name its own code (`params: { code }`), e.g. `invalid_url`.
+      const own = issue.code === "custom" ? (issue.params as { code?: unknown } | undefined)?.code : undefined;
+      details.push({ field: base, code: typeof own === "string" ? own : issue.code, message: issue.message });
     }
   }
   return details;

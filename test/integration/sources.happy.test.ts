@@ -1,0 +1,347 @@
+/**
+ * Sources: what works (PRODUCT.md "Sources"). Errors and access control are in
+ * sources.error / sources.security.
+ */
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { Webhook } from "standardwebhooks";
+import { describe, expect, it } from "vitest";
+import type { Env } from "../../src/config";
+import worker from "../../src/index";
+import { bytesToBase64 } from "../../src/security/encoding";
+import { addKey, call, createAccount, createDestination, createSource, json, type Account } from "../helpers/api";
+
+const SOURCES = "/api/v1/webhooks/sources";
+const KEYS = ["created_at", "id", "ingest_url", "name", "provider", "updated_at", "verifies_signatures"];
+const PROVIDERS = ["generic", "stripe", "github", "shopify", "standard-webhooks"] as const;
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const INGEST_URL = /^https:\/\/krafter\.test\/in\/src_[A-Za-z0-9_-]{32}$/;
+
+const whsec = (n = 32) => "whsec_" + bytesToBase64(crypto.getRandomValues(new Uint8Array(n)));
+
+async function row(id: string) {
+  return env.DB.prepare("SELECT * FROM sources WHERE id = ?").bind(id).first<Record<string, any>>();
+}
+
+async function count(sql: string, ...args: unknown[]) {
+  return (await env.DB.prepare(sql).bind(...args).first<{ n: number }>())!.n;
+}
+
+const post = (a: Account, body: unknown) => call("POST", SOURCES, { key: a.key, body });
+const get = (a: Account, id: string) => call("GET", `${SOURCES}/${id}`, { key: a.key });
+const patch = (a: Account, id: string, body: unknown) => call("PATCH", `${SOURCES}/${id}`, { key: a.key, body });
+
+function expectSourceShape(data: any) {
+  expect(Object.keys(data).sort()).toEqual(KEYS);
+  expect(data.id).toMatch(UUID);
+  expect(typeof data.name).toBe("string");
+  expect(PROVIDERS).toContain(data.provider);
+  expect(data.ingest_url).toMatch(INGEST_URL);
+  expect(typeof data.verifies_signatures).toBe("boolean");
+  expect(data.created_at).toMatch(RFC3339);
+  expect(data.updated_at).toMatch(RFC3339);
+  expect(Math.abs(Date.parse(data.created_at) - Date.now())).toBeLessThan(60_000);
+}
+
+describe("Create", () => {
+  for (const provider of PROVIDERS) {
+    it(`creates a source with provider ${provider}`, async () => {
+      const a = await createAccount();
+      const res = await post(a, { name: `my ${provider}`, provider });
+      expect(res.status).toBe(201);
+      const body = await json(res);
+      expect(Object.keys(body)).toEqual(["data"]);
+      expectSourceShape(body.data);
+      expect(body.data).toMatchObject({ name: `my ${provider}`, provider, verifies_signatures: false });
+      expect(body.data.updated_at).toBe(body.data.created_at);
+      const stored = await row(body.data.id);
+      expect(stored).toMatchObject({ account_id: a.id, name: `my ${provider}`, provider, signing_secret_ct: null });
+      expect(body.data.ingest_url).toBe(`https://krafter.test/in/${stored!.ingest_key}`);
+    });
+  }
+
+  it("the provider defaults to generic", async () => {
+    const a = await createAccount();
+    const { data } = await json(await post(a, { name: "plain" }));
+    expect(data.provider).toBe("generic");
+    expect((await row(data.id))!.provider).toBe("generic");
+  });
+
+  it("the name is trimmed; 200 characters is the most", async () => {
+    const a = await createAccount();
+    expect((await json(await post(a, { name: "  padded  " }))).data.name).toBe("padded");
+    const long = "n".repeat(200);
+    const res = await post(a, { name: long });
+    expect(res.status).toBe(201);
+    expect((await json(res)).data.name).toBe(long);
+    expect((await json(await post(a, { name: "Ünïcødé 🪝 source" }))).data.name).toBe("Ünïcødé 🪝 source");
+  });
+
+  it("ingest_url is the request's origin + /in/src_…, an unguessable key that is not the id", async () => {
+    const a = await createAccount();
+    const one = await createSource(a, { name: "one" });
+    const two = await createSource(a, { name: "two" });
+    expect(one.ingest_url).toMatch(INGEST_URL);
+    expect(one.ingest_url).not.toContain(one.id);
+    expect(one.ingest_url).not.toBe(two.ingest_url);
+    // 32 base64url characters: 192 random bits.
+    expect(new URL(one.ingest_url).pathname.slice("/in/src_".length)).toHaveLength(32);
+
+    // Another origin (as `wrangler dev` on localhost would be): the URL follows it.
+    const ctx = createExecutionContext();
+    const res = await worker.fetch(
+      new Request(`http://localhost:8787${SOURCES}/${one.id}`, { headers: { authorization: `Bearer ${a.key}` } }) as any,
+      env as unknown as Env,
+      ctx,
+    );
+    await waitOnExecutionContext(ctx);
+    expect(res.status).toBe(200);
+    const { data } = await json(res);
+    expect(data.ingest_url).toBe(`http://localhost:8787${new URL(one.ingest_url).pathname}`);
+  });
+
+  it("the ingest_url accepts events", async () => {
+    const a = await createAccount();
+    const s = await createSource(a, { name: "live" });
+    const res = await call("POST", new URL(s.ingest_url).pathname, {
+      raw: JSON.stringify({ type: "ping" }),
+      headers: { "content-type": "application/json" },
+    });
+    expect(res.status).toBe(202);
+    expect(await count("SELECT count(*) AS n FROM events WHERE source_id = ?", s.id)).toBe(1);
+  });
+
+  it("verifies_signatures is true exactly when a signing_secret is set", async () => {
+    const a = await createAccount();
+    const signed = await json(await post(a, { name: "signed", provider: "stripe", signing_secret: "whsec_stripe_test_123" }));
+    expect(signed.data.verifies_signatures).toBe(true);
+    expect((await row(signed.data.id))!.signing_secret_ct).not.toBeNull();
+    const unsigned = await json(await post(a, { name: "unsigned", provider: "stripe" }));
+    expect(unsigned.data.verifies_signatures).toBe(false);
+    const nulled = await json(await post(a, { name: "nulled", provider: "stripe", signing_secret: null }));
+    expect(nulled.data.verifies_signatures).toBe(false);
+    expect((await row(nulled.data.id))!.signing_secret_ct).toBeNull();
+  });
+
+  it("signing_secret is never in any response", async () => {
+    const a = await createAccount();
+    const secret = whsec();
+    const created = await post(a, { name: "secretive", provider: "standard-webhooks", signing_secret: secret });
+    const createdText = await created.text();
+    const id = JSON.parse(createdText).data.id;
+    const texts = [
+      createdText,
+      await (await get(a, id)).text(),
+      await (await call("GET", SOURCES, { key: a.key })).text(),
+      await (await patch(a, id, { name: "renamed" })).text(),
+      await (await patch(a, id, { signing_secret: whsec() })).text(),
+    ];
+    for (const t of texts) {
+      expect(t).not.toContain(secret);
+      expect(t).not.toContain(secret.slice("whsec_".length));
+      expect(t).not.toContain("signing_secret");
+      const data = JSON.parse(t).data;
+      for (const item of Array.isArray(data) ? data : [data]) expect(item.verifies_signatures).toBe(true);
+    }
+  });
+
+  it("the signing_secret is what ingest verifies with", async () => {
+    const a = await createAccount();
+    const secret = whsec();
+    const s = await createSource(a, { name: "sw", provider: "standard-webhooks", signing_secret: secret });
+    const path = new URL(s.ingest_url).pathname;
+    const body = JSON.stringify({ type: "user.created", data: { id: 1 } });
+    const msgId = `msg_${crypto.randomUUID()}`;
+    const signature = new Webhook(secret).sign(msgId, new Date(), body);
+    const headers = {
+      "content-type": "application/json",
+      "webhook-id": msgId,
+      "webhook-timestamp": String(Math.floor(Date.now() / 1000)),
+      "webhook-signature": signature,
+    };
+    expect((await call("POST", path, { raw: body, headers })).status).toBe(202);
+    const forged = new Webhook(whsec()).sign(msgId + "x", new Date(), body);
+    expect((await call("POST", path, { raw: body, headers: { ...headers, "webhook-id": msgId + "x", "webhook-signature": forged } })).status).toBe(401);
+  });
+});
+
+describe("Read", () => {
+  it("GET one returns exactly what the create returned", async () => {
+    const a = await createAccount();
+    const created = await json(await post(a, { name: "one", provider: "github", signing_secret: "gh-secret" }));
+    const res = await get(a, created.data.id);
+    expect(res.status).toBe(200);
+    const body = await json(res);
+    expect(Object.keys(body)).toEqual(["data"]);
+    expect(body.data).toStrictEqual(created.data);
+  });
+
+  it("the list is {data, next_cursor}, newest first, only the caller's own", async () => {
+    const a = await createAccount();
+    const b = await createAccount();
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await createSource(a, { name: `a${i}` })).id);
+    await createSource(b, { name: "not yours" });
+    const res = await call("GET", SOURCES, { key: a.key });
+    expect(res.status).toBe(200);
+    const body = await json(res);
+    expect(Object.keys(body).sort()).toEqual(["data", "next_cursor"]);
+    expect(body.next_cursor).toBeNull();
+    expect(body.data.map((s: any) => s.id)).toEqual([...ids].reverse());
+    for (const s of body.data) expectSourceShape(s);
+  });
+
+  it("cursor pagination neither repeats nor skips (7 sources, limit 3)", async () => {
+    const a = await createAccount();
+    const ids: string[] = [];
+    for (let i = 0; i < 7; i++) ids.push((await createSource(a, { name: `s${i}` })).id);
+    const seen: string[] = [];
+    const pages: number[] = [];
+    let cursor: string | null = null;
+    do {
+      const q: string = `?limit=3${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
+      const res = await call("GET", SOURCES + q, { key: a.key });
+      expect(res.status).toBe(200);
+      const body = await json(res);
+      pages.push(body.data.length);
+      seen.push(...body.data.map((s: any) => s.id));
+      cursor = body.next_cursor;
+    } while (cursor !== null && pages.length < 10);
+    expect(pages).toEqual([3, 3, 1]);
+    expect(seen).toEqual([...ids].reverse());
+  });
+
+  it("default limit 50, max 100", async () => {
+    const a = await createAccount();
+    for (let i = 0; i < 51; i++) await createSource(a, { name: `s${i}` });
+    const first = await json(await call("GET", SOURCES, { key: a.key }));
+    expect(first.data).toHaveLength(50);
+    expect(first.next_cursor).toEqual(expect.any(String));
+    const all = await json(await call("GET", `${SOURCES}?limit=100`, { key: a.key }));
+    expect(all.data).toHaveLength(51);
+    expect(all.next_cursor).toBeNull();
+  });
+});
+
+describe("Update", () => {
+  it("PATCH name", async () => {
+    const a = await createAccount();
+    const s = await createSource(a, { name: "before", provider: "shopify" });
+    const res = await patch(a, s.id, { name: "after" });
+    expect(res.status).toBe(200);
+    const { data } = await json(res);
+    expectSourceShape(data);
+    expect(data).toMatchObject({ id: s.id, name: "after", provider: "shopify", ingest_url: s.ingest_url });
+    expect((await row(s.id))!.name).toBe("after");
+    expect((await json(await get(a, s.id))).data).toStrictEqual(data);
+  });
+
+  it("PATCH provider", async () => {
+    const a = await createAccount();
+    const s = await createSource(a, { name: "switch" });
+    const { data } = await json(await patch(a, s.id, { provider: "stripe" }));
+    expect(data).toMatchObject({ name: "switch", provider: "stripe" });
+    expect((await row(s.id))!.provider).toBe("stripe");
+  });
+
+  it("PATCH signing_secret: set, replace, then null removes it", async () => {
+    const a = await createAccount();
+    const s = await createSource(a, { name: "sig", provider: "github" });
+    const set = await json(await patch(a, s.id, { signing_secret: "first" }));
+    expect(set.data.verifies_signatures).toBe(true);
+    const ct1 = (await row(s.id))!.signing_secret_ct;
+    expect(ct1).toMatch(/^v1\./);
+    const replaced = await json(await patch(a, s.id, { signing_secret: "second" }));
+    expect(replaced.data.verifies_signatures).toBe(true);
+    expect((await row(s.id))!.signing_secret_ct).not.toBe(ct1);
+    const removed = await json(await patch(a, s.id, { signing_secret: null }));
+    expect(removed.data.verifies_signatures).toBe(false);
+    expect((await row(s.id))!.signing_secret_ct).toBeNull();
+    expect((await json(await get(a, s.id))).data.verifies_signatures).toBe(false);
+  });
+
+  it("PATCH of one field leaves the others, the ingest URL and the secret alone", async () => {
+    const a = await createAccount();
+    const created = await json(await post(a, { name: "keep", provider: "stripe", signing_secret: "whsec_keep" }));
+    const before = await row(created.data.id);
+    const { data } = await json(await patch(a, created.data.id, { name: "kept" }));
+    const after = await row(created.data.id);
+    expect(after).toMatchObject({ ...before, name: "kept", updated_at: expect.any(Number) });
+    expect(after!.signing_secret_ct).toBe(before!.signing_secret_ct);
+    expect(after!.ingest_key).toBe(before!.ingest_key);
+    expect(data.ingest_url).toBe(created.data.ingest_url);
+    expect(data.verifies_signatures).toBe(true);
+    expect(data.created_at).toBe(created.data.created_at);
+  });
+
+  it("an empty PATCH changes nothing but is fine", async () => {
+    const a = await createAccount();
+    const s = await createSource(a, { name: "noop" });
+    const res = await patch(a, s.id, {});
+    expect(res.status).toBe(200);
+    expect((await json(res)).data).toMatchObject({ id: s.id, name: "noop", provider: "generic" });
+  });
+
+  it("a write-only key may update", async () => {
+    const a = await createAccount();
+    const s = await createSource(a, { name: "w" });
+    const w = await addKey(a.id, ["webhooks:write"]);
+    expect((await call("PATCH", `${SOURCES}/${s.id}`, { key: w.key, body: { name: "w2" } })).status).toBe(200);
+    expect((await row(s.id))!.name).toBe("w2");
+  });
+});
+
+describe("Delete", () => {
+  it("DELETE → 204, then GET → 404 and the ingest URL is gone", async () => {
+    const a = await createAccount();
+    const s = await createSource(a, { name: "bye" });
+    const res = await call("DELETE", `${SOURCES}/${s.id}`, { key: a.key });
+    expect(res.status).toBe(204);
+    expect(await res.text()).toBe("");
+    const again = await get(a, s.id);
+    expect(again.status).toBe(404);
+    expect((await json(again)).error.code).toBe("not_found");
+    expect((await call("DELETE", `${SOURCES}/${s.id}`, { key: a.key })).status).toBe(404);
+    expect(await row(s.id)).toBeNull();
+    const ingest = await call("POST", new URL(s.ingest_url).pathname, { raw: "{}", headers: { "content-type": "application/json" } });
+    expect(ingest.status).toBe(404);
+  });
+
+  it("DELETE cascades to its destinations, events, deliveries and attempts, and only to its own", async () => {
+    const a = await createAccount();
+    const s = await createSource(a, { name: "doomed" });
+    const keep = await createSource(a, { name: "kept" });
+    const now = Date.now();
+    const seed = async (sourceId: string) => {
+      const d = await createDestination(a, sourceId, { url: "https://example.com/h" });
+      const eventId = crypto.randomUUID();
+      const deliveryId = crypto.randomUUID();
+      await env.DB.prepare(
+        "INSERT INTO events (id, source_id, type, dedupe_key, payload, headers, status, received_at) VALUES (?, ?, 'x.y', ?, '{}', '{}', 'dispatched', ?)",
+      ).bind(eventId, sourceId, `dk-${eventId}`, now).run();
+      await env.DB.prepare(
+        "INSERT INTO deliveries (id, event_id, destination_id, status, attempt_count, attempts_in_run, last_attempt_at, next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, 'succeeded', 1, 1, ?, ?, ?, ?)",
+      ).bind(deliveryId, eventId, d.id, now, now, now, now).run();
+      await env.DB.prepare(
+        "INSERT INTO delivery_attempts (id, delivery_id, event_id, destination_id, number, outcome, status_code, error, duration_ms, response_body, created_at) VALUES (?, ?, ?, ?, 1, 'succeeded', 200, NULL, 5, 'ok', ?)",
+      ).bind(crypto.randomUUID(), deliveryId, eventId, d.id, now).run();
+      return { d, eventId, deliveryId };
+    };
+    const doomed = await seed(s.id);
+    const kept = await seed(keep.id);
+    const tally = async (x: { d: { id: string }; eventId: string; deliveryId: string }, sourceId: string) => [
+      await count("SELECT count(*) AS n FROM destinations WHERE source_id = ?", sourceId),
+      await count("SELECT count(*) AS n FROM events WHERE source_id = ?", sourceId),
+      await count("SELECT count(*) AS n FROM deliveries WHERE destination_id = ?", x.d.id),
+      await count("SELECT count(*) AS n FROM delivery_attempts WHERE destination_id = ?", x.d.id),
+    ];
+    expect(await tally(doomed, s.id)).toEqual([1, 1, 1, 1]);
+
+    expect((await call("DELETE", `${SOURCES}/${s.id}`, { key: a.key })).status).toBe(204);
+    expect(await tally(doomed, s.id)).toEqual([0, 0, 0, 0]);
+    expect(await count("SELECT count(*) AS n FROM delivery_attempts WHERE event_id = ?", doomed.eventId)).toBe(0);
+    expect(await tally(kept, keep.id)).toEqual([1, 1, 1, 1]);
+    expect((await get(a, keep.id)).status).toBe(200);
+  });
+});
