@@ -15,6 +15,7 @@ import { eventRoutes } from "./http/events";
 import { recoveryRoutes } from "./http/recovery";
 import { ApiError, errorBody, errorResponse } from "./http/errors";
 import { log } from "./log";
+import { cachedOpenApiDocument } from "./http/openapi";
 import { sourceRoutes } from "./http/sources";
 import { apiBodyGuard, apiBodyLimit } from "./http/validation";
 import { servicesFor } from "./services";
@@ -51,14 +52,17 @@ export function createApp() {
   });
   app.use("/api/*", apiBodyGuard, apiBodyLimit);
 
+  app.get("/api/v1/openapi.json", async (c) => c.json(await cachedOpenApiDocument(app, new URL(c.req.url).origin)));
   app.get("/", (c) =>
     c.json({ data: { name: "krafter", docs: "/docs", api: "/api/v1", environment: c.var.services.config.environment } }),
   );
-  app.route("/api/v1/webhooks/sources", sourceRoutes);
-  app.route("/api/v1/webhooks/sources/:source_id/destinations", destinationRoutes);
-  app.route("/api/v1/webhooks/sources/:source_id/destinations", recoveryRoutes);
-  app.route("/api/v1/webhooks/sources/:source_id/events", eventRoutes);
-  app.route("/in", ingestRoutes);
+  // Chained, so the app's type carries every route for the typed client (src/client.ts).
+  const routes = app
+    .route("/api/v1/webhooks/sources", sourceRoutes)
+    .route("/api/v1/webhooks/sources/:source_id/destinations", destinationRoutes)
+    .route("/api/v1/webhooks/sources/:source_id/destinations", recoveryRoutes)
+    .route("/api/v1/webhooks/sources/:source_id/events", eventRoutes)
+    .route("/in", ingestRoutes);
 
   app.notFound((c) => c.json(errorBody("not_found", "No such route."), 404));
 
@@ -78,7 +82,7 @@ export function createApp() {
     return c.json(errorBody("internal_error", "Something went wrong on our side.", undefined, requestId), 500);
   });
 
-  return app;
+  return routes;
 }
 
 export type App = ReturnType<typeof createApp>;

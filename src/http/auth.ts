@@ -9,12 +9,14 @@ import { apiKeys } from "../db/schema";
 import { grantedScopes, hashApiKey, looksLikeApiKey, type Scope } from "../security/api-keys";
 import type { AppEnv } from "./context";
 import { ApiError } from "./errors";
+import { uniqueSymbol } from "hono-openapi";
+import { scopeSpec } from "./openapi";
 
 /** last_used_at is refreshed at most this often per key, off the request path. */
 const LAST_USED_RESOLUTION_MS = 60_000;
 
 export function requireScope(scope: Scope) {
-  return createMiddleware<AppEnv>(async (c, next) => {
+  const middleware = createMiddleware<AppEnv>(async (c, next) => {
     const header = c.req.header("authorization") ?? "";
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
     if (!match) {
@@ -42,4 +44,6 @@ export function requireScope(scope: Scope) {
     c.set("principal", { accountId: row.accountId, keyId: row.id, scopes });
     await next();
   });
+  // The OpenAPI document learns each route's scope from here.
+  return Object.assign(middleware, { [uniqueSymbol]: { spec: scopeSpec(scope) } });
 }

@@ -28,19 +28,26 @@ import { rfc3339 } from "./format";
 import { page, paginationQuery } from "./pagination";
 import { ownedSource } from "./sources";
 import { issuesToDetails, validate } from "./validation";
+import { Destination, DestinationWithSecret, doc, list, one, TestFailed, TestOk } from "./openapi";
+
+const tags = ["Destinations"];
 
 /**
  * Syntax here (absolute http(s), length, no credentials), so a bad url is listed with the
  * other fields' errors; the scheme for the environment and the SSRF guard come after.
  */
-const url = z.string().superRefine((v, ctx) => {
-  const syntax = checkUrlSyntax(v, false);
-  if (!syntax.ok) ctx.addIssue({ code: "custom", message: `url ${syntax.reason}.`, params: { code: "invalid_url" } });
-});
+const url = z
+  .string()
+  .superRefine((v, ctx) => {
+    const syntax = checkUrlSyntax(v, false);
+    if (!syntax.ok) ctx.addIssue({ code: "custom", message: `url ${syntax.reason}.`, params: { code: "invalid_url" } });
+  })
+  .describe("HTTPS URL (http too outside production), at most 2048 characters, no user:pass@. SSRF-checked: private, link-local and loopback addresses fail.");
 const secret = z
   .string()
   .max(200)
-  .refine((v) => secretKeyBytes(v) !== null, "must be whsec_ followed by the base64 of 24 to 64 bytes");
+  .refine((v) => secretKeyBytes(v) !== null, "must be whsec_ followed by the base64 of 24 to 64 bytes")
+  .describe("whsec_ + base64 of 24 to 64 bytes. Encrypted at rest. If omitted, one is generated. On PATCH, rotates the secret: for 24 h both the new and the old one sign.");
 const eventFilter = z
   .array(
     z.string().superRefine((v, ctx) => {
@@ -49,13 +56,14 @@ const eventFilter = z
     }),
   )
   .max(MAX_FILTER_ENTRIES)
-  .transform(normalizeFilter);
+  .transform(normalizeFilter)
+  .describe("Event types to forward; [] forwards everything. Exact names, `*`, or a trailing `.*` (`invoice.*`). At most 100 entries of 1 to 255 characters; duplicates are dropped.");
 
 export const createDestinationBody = z.strictObject({
   url,
   secret: secret.optional(),
   event_filter: eventFilter.optional(),
-  enabled: z.boolean().optional(),
+  enabled: z.boolean().optional().describe("Disabled destinations are skipped during fan-out. Default true."),
 });
 
 export const updateDestinationBody = z.strictObject({
@@ -126,36 +134,66 @@ async function ownedDestination(c: { var: AppEnv["Variables"] }, sourceId: strin
 }
 
 export const destinationRoutes = new Hono<AppEnv>()
-  .post("/", requireScope("webhooks:write"), validate("json", createDestinationBody), async (c) => {
+  .post(
+    "/",
+    doc(
+      {
+        tags,
+        summary: "Create a destination",
+        description: "The `secret` is returned only in this response. The URL is SSRF-checked: private, link-local and loopback addresses fail; http is rejected in production.",
+        ok: { 201: { description: "Created, with its secret.", schema: one(DestinationWithSecret) } },
+      },
+      [400, 404, 413, 415, 422],
+    ),
+    requireScope("webhooks:write"),
+    validate("json", createDestinationBody),
+    async (c) => {
     const source = await ownedSource(c, c.req.param("source_id"));
     const body = c.req.valid("json");
     await assertAcceptableUrl(c.var.services, body.url);
     const { row, secret } = await createDestination(c.var.services, source.id, body);
     return c.json({ data: { ...destinationJson(row), secret } }, 201);
-  })
-  .get("/", requireScope("webhooks:read"), validate("query", paginationQuery), async (c) => {
+  },
+  )
+  .get("/", doc({ tags, summary: "List destinations", description: "Destination objects, no `secret` field. Newest first.", ok: { 200: { description: "A page of destinations.", schema: list(Destination) } } }, [404, 422]), requireScope("webhooks:read"), validate("query", paginationQuery), async (c) => {
     const source = await ownedSource(c, c.req.param("source_id"));
     const { limit, cursor } = c.req.valid("query");
     const { items, nextCursor } = page(await listDestinations(c.var.services, source.id, limit, cursor), limit);
     return c.json({ data: items.map(destinationJson), next_cursor: nextCursor }, 200);
   })
-  .get("/:id", requireScope("webhooks:read"), async (c) => {
+  .get("/:id", doc({ tags, summary: "Get a destination", description: "Returns the destination object without secret.", ok: { 200: { description: "The destination.", schema: one(Destination) } } }, [404]), requireScope("webhooks:read"), async (c) => {
     const row = await ownedDestination(c, c.req.param("source_id"), c.req.param("id"));
     return c.json({ data: destinationJson(row) }, 200);
   })
-  .patch("/:id", requireScope("webhooks:write"), validate("json", updateDestinationBody), async (c) => {
+  .patch("/:id", doc({ tags, summary: "Update a destination", description: "Accepts the same body as create. To rotate the secret, send a new secret value; the response does not echo it. `enabled: true` does not reset `failure_count`: the first successful delivery does.", ok: { 200: { description: "The updated destination, without secret.", schema: one(Destination) } } }, [400, 404, 413, 415, 422]), requireScope("webhooks:write"), validate("json", updateDestinationBody), async (c) => {
     const row = await ownedDestination(c, c.req.param("source_id"), c.req.param("id"));
     const body = c.req.valid("json");
     if (body.url !== undefined && body.url !== row.url) await assertAcceptableUrl(c.var.services, body.url);
     const updated = await updateDestination(c.var.services, row, body);
     return c.json({ data: destinationJson(updated) }, 200);
   })
-  .delete("/:id", requireScope("webhooks:write"), async (c) => {
+  .delete("/:id", doc({ tags, summary: "Delete a destination", description: "Cascades to all delivery attempts.", ok: { 204: { description: "No Content." } } }, [404]), requireScope("webhooks:write"), async (c) => {
     const row = await ownedDestination(c, c.req.param("source_id"), c.req.param("id"));
     await deleteDestination(c.var.services, row.id);
     return c.body(null, 204);
   })
-  .post("/:id/test", requireScope("webhooks:write"), emptyBody, async (c) => {
+  .post(
+    "/:id/test",
+    doc(
+      {
+        tags,
+        summary: "Test a destination",
+        description: "Sends a synthetic signed POST `{event: \"test\", data: {message, timestamp}, source_id}` to the destination URL, re-checked for SSRF safety at send time. Does not touch `failure_count`.",
+        ok: {
+          200: { description: "The destination answered: `ok` is true for a 2xx.", schema: TestOk },
+          422: { description: "Transport error, timeout, 5xx, or URL refused at send time.", schema: TestFailed },
+        },
+      },
+      [400, 404],
+    ),
+    requireScope("webhooks:write"),
+    emptyBody,
+    async (c) => {
     const row = await ownedDestination(c, c.req.param("source_id"), c.req.param("id"));
     const s = c.var.services;
     const body = JSON.stringify({
@@ -179,4 +217,5 @@ export const destinationRoutes = new Hono<AppEnv>()
     }
     const error = result.kind === "response" ? `destination answered HTTP ${result.status}` : result.error;
     return c.json({ ok: false, error }, 422);
-  });
+  },
+  );

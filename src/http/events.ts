@@ -18,6 +18,9 @@ import { rfc3339 } from "./format";
 import { cursorField, limitField, page } from "./pagination";
 import { ownedSource } from "./sources";
 import { validate } from "./validation";
+import { doc, EventDetail, EventSummary, list, one, Queued } from "./openapi";
+
+const tags = ["Events"];
 
 /** RFC 3339 with an offset, as milliseconds. */
 export const instant = z.iso.datetime({ offset: true, error: "must be an RFC 3339 date-time, e.g. 2026-04-26T09:00:00Z" }).transform((v) => Date.parse(v));
@@ -51,7 +54,7 @@ function parsePayload(payload: string): unknown {
 }
 
 export const eventRoutes = new Hono<AppEnv>()
-  .get("/", requireScope("webhooks:read"), validate("query", listEventsQuery), async (c) => {
+  .get("/", doc({ tags, summary: "List events", description: "Newest first; `since` inclusive, `until` exclusive (RFC 3339).", ok: { 200: { description: "A page of events.", schema: list(EventSummary) } } }, [404, 422]), requireScope("webhooks:read"), validate("query", listEventsQuery), async (c) => {
     const source = await ownedSource(c, c.req.param("source_id"));
     const q = c.req.valid("query");
     const rows = await listEvents(c.var.services, source.id, { ...q, sinceMs: q.since, untilMs: q.until });
@@ -64,7 +67,7 @@ export const eventRoutes = new Hono<AppEnv>()
       200,
     );
   })
-  .get("/:event_id", requireScope("webhooks:read"), async (c) => {
+  .get("/:event_id", doc({ tags, summary: "Get an event", description: "The payload, the headers kept, and each destination's delivery status with its last attempt.", ok: { 200: { description: "The event.", schema: one(EventDetail) } } }, [404]), requireScope("webhooks:read"), async (c) => {
     const source = await ownedSource(c, c.req.param("source_id"));
     const id = c.req.param("event_id");
     const event = isId(id) ? await getEvent(c.var.services, source.id, id) : undefined;
@@ -102,7 +105,7 @@ export const eventRoutes = new Hono<AppEnv>()
       200,
     );
   })
-  .post("/:event_id/redeliver", requireScope("webhooks:write"), validate("json", redeliverBody), async (c) => {
+  .post("/:event_id/redeliver", doc({ tags, summary: "Redeliver an event", description: "Through the same fan-out and delivery path, with the same `webhook-id`: to the destinations named, or to every enabled destination whose filter matches.", ok: { 202: { description: "Queued.", schema: Queued } } }, [400, 404, 413, 415, 422]), requireScope("webhooks:write"), validate("json", redeliverBody), async (c) => {
     const s = c.var.services;
     const source = await ownedSource(c, c.req.param("source_id"));
     const id = c.req.param("event_id");

@@ -21,6 +21,9 @@ import { rfc3339 } from "./format";
 import { cursorField, limitField, page } from "./pagination";
 import { ownedSource } from "./sources";
 import { validate } from "./validation";
+import { Attempt, doc, list, Queued } from "./openapi";
+
+const tags = ["Attempts"];
 
 /** One replay request queues at most this many events; narrow the window for more. */
 export const MAX_REPLAY_EVENTS = 10_000;
@@ -53,7 +56,7 @@ async function ownedDestination(c: { var: AppEnv["Variables"] }, sourceId: strin
 }
 
 export const recoveryRoutes = new Hono<AppEnv>()
-  .get("/:id/attempts", requireScope("webhooks:read"), validate("query", listAttemptsQuery), async (c) => {
+  .get("/:id/attempts", doc({ tags, summary: "List a destination's attempts", description: "Newest first; filter by outcome and time.", ok: { 200: { description: "A page of attempts.", schema: list(Attempt) } } }, [404, 422]), requireScope("webhooks:read"), validate("query", listAttemptsQuery), async (c) => {
     const dest = await ownedDestination(c, c.req.param("source_id"), c.req.param("id"));
     const q = c.req.valid("query");
     const rows = await listAttempts(c.var.services, dest.id, { ...q, sinceMs: q.since, untilMs: q.until });
@@ -77,7 +80,7 @@ export const recoveryRoutes = new Hono<AppEnv>()
       200,
     );
   })
-  .post("/:id/replay", requireScope("webhooks:write"), validate("json", replayBody), async (c) => {
+  .post("/:id/replay", doc({ tags, summary: "Replay a window of events to a destination", description: "Events of the source in [since, until) that match the destination's filter; with `only_failed`, those whose delivery failed or was cancelled, or that arrived while it was disabled. At most 10,000 per request.", ok: { 202: { description: "Queued.", schema: Queued } } }, [400, 404, 409, 413, 415, 422]), requireScope("webhooks:write"), validate("json", replayBody), async (c) => {
     const s = c.var.services;
     const dest = await ownedDestination(c, c.req.param("source_id"), c.req.param("id"));
     if (!dest.enabled) {

@@ -10,6 +10,9 @@ import { notFound } from "./errors";
 import { rfc3339 } from "./format";
 import { page, paginationQuery } from "./pagination";
 import { validate } from "./validation";
+import { doc, list, one, Source } from "./openapi";
+
+const tags = ["Sources"];
 
 const name = z.string().trim().min(1).max(200);
 const provider = z.enum(providers);
@@ -53,27 +56,27 @@ export async function ownedSource(c: { var: AppEnv["Variables"] }, id: string | 
 const origin = (url: string) => new URL(url).origin;
 
 export const sourceRoutes = new Hono<AppEnv>()
-  .post("/", requireScope("webhooks:write"), validate("json", createSourceBody), async (c) => {
+  .post("/", doc({ tags, summary: "Create a source", ok: { 201: { description: "Created.", schema: one(Source) } } }, [400, 413, 415, 422]), requireScope("webhooks:write"), validate("json", createSourceBody), async (c) => {
     const row = await createSource(c.var.services, c.var.principal.accountId, c.req.valid("json"));
     return c.json({ data: sourceJson(row, origin(c.req.url)) }, 201);
   })
-  .get("/", requireScope("webhooks:read"), validate("query", paginationQuery), async (c) => {
+  .get("/", doc({ tags, summary: "List sources", description: "Newest first.", ok: { 200: { description: "A page of sources.", schema: list(Source) } } }, [422]), requireScope("webhooks:read"), validate("query", paginationQuery), async (c) => {
     const { limit, cursor } = c.req.valid("query");
     const rows = await listSources(c.var.services, c.var.principal.accountId, limit, cursor);
     const { items, nextCursor } = page(rows, limit);
     const o = origin(c.req.url);
     return c.json({ data: items.map((r) => sourceJson(r, o)), next_cursor: nextCursor }, 200);
   })
-  .get("/:source_id", requireScope("webhooks:read"), async (c) => {
+  .get("/:source_id", doc({ tags, summary: "Get a source", ok: { 200: { description: "The source.", schema: one(Source) } } }, [404]), requireScope("webhooks:read"), async (c) => {
     const row = await ownedSource(c, c.req.param("source_id"));
     return c.json({ data: sourceJson(row, origin(c.req.url)) }, 200);
   })
-  .patch("/:source_id", requireScope("webhooks:write"), validate("json", updateSourceBody), async (c) => {
+  .patch("/:source_id", doc({ tags, summary: "Update a source", description: "Any subset of the create fields; `signing_secret: null` stops signature checks.", ok: { 200: { description: "The updated source.", schema: one(Source) } } }, [400, 404, 413, 415, 422]), requireScope("webhooks:write"), validate("json", updateSourceBody), async (c) => {
     const row = await ownedSource(c, c.req.param("source_id"));
     const updated = await updateSource(c.var.services, row, c.req.valid("json"));
     return c.json({ data: sourceJson(updated, origin(c.req.url)) }, 200);
   })
-  .delete("/:source_id", requireScope("webhooks:write"), async (c) => {
+  .delete("/:source_id", doc({ tags, summary: "Delete a source", description: "Cascades to its destinations, events and delivery attempts.", ok: { 204: { description: "Deleted." } } }, [404]), requireScope("webhooks:write"), async (c) => {
     const row = await ownedSource(c, c.req.param("source_id"));
     await deleteSource(c.var.services, row.id);
     return c.body(null, 204);

@@ -4,6 +4,7 @@
  * raised by the validator and mapped in the app's error handler).
  */
 import { zValidator } from "@hono/zod-validator";
+import { resolver, uniqueSymbol } from "hono-openapi";
 import { bodyLimit } from "hono/body-limit";
 import { createMiddleware } from "hono/factory";
 import type { ValidationTargets } from "hono";
@@ -58,6 +59,13 @@ export const apiBodyLimit = bodyLimit({
   },
 });
 
+/**
+ * zValidator with our error envelope, carrying the schema for the OpenAPI document
+ * (the marker hono-openapi's own validator sets), so the document shows exactly what
+ * is validated.
+ */
 export function validate<T extends keyof ValidationTargets, S extends z.ZodType>(target: T, schema: S) {
-  return zValidator(target, schema, hook);
+  return Object.assign(zValidator(target, schema, hook), {
+    [uniqueSymbol]: { target, ...resolver(schema as unknown as Parameters<typeof resolver>[0]), options: undefined },
+  });
 }

@@ -8,6 +8,9 @@
  */
 import { eq } from "drizzle-orm";
 import { Hono } from "hono";
+import { describeRoute, resolver } from "hono-openapi";
+import { z } from "zod";
+import { ErrorEnvelope } from "../http/openapi";
 import { and } from "drizzle-orm";
 import type { AppEnv } from "../http/context";
 import { ApiError, notFound } from "../http/errors";
@@ -49,7 +52,25 @@ async function readBounded(req: Request, limit: number): Promise<Uint8Array> {
 const tooLarge = (limit: number) =>
   new ApiError("payload_too_large", `The event body must be at most ${limit} bytes.`);
 
-export const ingestRoutes = new Hono<AppEnv>().post("/:ingest_key", async (c) => {
+const Accepted = z.object({ data: z.object({ event_id: z.string(), duplicate: z.boolean().optional() }) });
+
+const ingestDoc = describeRoute({
+  tags: ["Ingest"],
+  summary: "Receive an event from a provider",
+  description:
+    "No API key: the ingest key in the URL is the credential. With a signing secret on the source, the provider's signature is verified (Stripe, GitHub, Shopify, Standard Webhooks). Answers 202 once the event is stored and its forwarding guaranteed; a repeated provider delivery id answers 200 with the first event's id.",
+  requestBody: { content: { "application/json": { schema: { description: "The provider's payload, as it sends it (JSON or text, UTF-8, at most MAX_BODY_BYTES)." } } } },
+  responses: {
+    202: { description: "Stored; forwarding is guaranteed.", content: { "application/json": { schema: resolver(Accepted) } } },
+    200: { description: "A duplicate of an event already received.", content: { "application/json": { schema: resolver(Accepted) } } },
+    401: { description: "Bad or missing provider signature: nothing stored.", content: { "application/json": { schema: resolver(ErrorEnvelope) } } },
+    404: { description: "No source with this ingest key.", content: { "application/json": { schema: resolver(ErrorEnvelope) } } },
+    413: { description: "The body is too large: nothing stored.", content: { "application/json": { schema: resolver(ErrorEnvelope) } } },
+    415: { description: "The body is not UTF-8: nothing stored.", content: { "application/json": { schema: resolver(ErrorEnvelope) } } },
+  },
+} as Parameters<typeof describeRoute>[0]);
+
+export const ingestRoutes = new Hono<AppEnv>().post("/:ingest_key", ingestDoc, async (c) => {
   const s = c.var.services;
   const key = c.req.param("ingest_key");
   if (!INGEST_KEY.test(key)) throw notFound("source");

@@ -2,6 +2,7 @@
  * The API's routes, read from the app itself, so tests that walk "every route" cover a
  * new route the day it is added. Each gets its path filled with a fixture's real ids.
  */
+import { uniqueSymbol } from "hono-openapi";
 import { createApp } from "../../src/app";
 import type { Account } from "./api";
 
@@ -10,18 +11,32 @@ export interface Route {
   path: string;
 }
 
-/** Every authenticated API route (method + path pattern), once each. */
-export function apiRoutes(): Route[] {
-  const seen = new Set<string>();
-  const out: Route[] = [];
+/** Routes anyone may call: no API key. Everything else under /api must require a scope. */
+export const PUBLIC_ROUTES = new Set(["GET /api/v1/openapi.json"]);
+
+/** The scope a route's requireScope() declares (it carries it for the OpenAPI document). */
+function scopeOf(handler: unknown): string | undefined {
+  return (handler as Record<symbol, { spec?: Record<string, unknown> } | undefined>)[uniqueSymbol]?.spec?.["x-required-scope"] as string | undefined;
+}
+
+/** Every API route (method + path pattern) once each, with the scope it requires. */
+export function allApiRoutes(): (Route & { scope: string | undefined })[] {
+  const byKey = new Map<string, Route & { scope: string | undefined }>();
   for (const r of createApp().routes) {
     if (r.method === "ALL" || !r.path.startsWith("/api/")) continue;
     const key = `${r.method} ${r.path}`;
-    if (seen.has(key)) continue;
-    seen.add(key);
-    out.push({ method: r.method, path: r.path });
+    const entry = byKey.get(key) ?? { method: r.method, path: r.path, scope: undefined };
+    entry.scope ??= scopeOf(r.handler);
+    byKey.set(key, entry);
   }
-  return out;
+  return [...byKey.values()];
+}
+
+/** Every authenticated API route, once each. */
+export function apiRoutes(): Route[] {
+  return allApiRoutes()
+    .filter((r) => !PUBLIC_ROUTES.has(`${r.method} ${r.path}`))
+    .map(({ method, path }) => ({ method, path }));
 }
 
 export interface Fixture {

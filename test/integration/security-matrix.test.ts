@@ -7,7 +7,7 @@ import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
 import { addKey, call, createAccount, createDestination, createSource, mailbox, type Account } from "../helpers/api";
 import { insertEvent } from "../helpers/delivery";
-import { apiRoutes, fill, isWrite, validBody, type Fixture, type Route } from "../helpers/routes";
+import { allApiRoutes, apiRoutes, fill, isWrite, PUBLIC_ROUTES, validBody, type Fixture, type Route } from "../helpers/routes";
 
 const routes = apiRoutes();
 
@@ -60,6 +60,23 @@ describe("the matrix covers the API", () => {
       expect(names).toContain(expected);
     }
     expect(routes.length).toBeGreaterThanOrEqual(16);
+  });
+
+  it("every API route but the public ones requires a scope: reads webhooks:read, writes webhooks:write", () => {
+    for (const r of allApiRoutes()) {
+      if (PUBLIC_ROUTES.has(name(r))) {
+        expect(r.scope, name(r)).toBeUndefined();
+        continue;
+      }
+      expect(r.scope, `${name(r)} has no requireScope()`).toBe(isWrite(r) ? "webhooks:write" : "webhooks:read");
+    }
+  });
+
+  it("the public API routes answer without a key", async () => {
+    for (const key of PUBLIC_ROUTES) {
+      const [method, path] = key.split(" ");
+      expect((await call(method!, path!)).status, key).toBe(200);
+    }
   });
 });
 
