@@ -31,7 +31,7 @@ export async function handleQueue(batch: MessageBatch<AnyMessage>, env: Env, _ct
     for (const m of batch.messages) {
       try {
         if (m.body.kind !== "fanout") throw new Error("unexpected message on the fan-out queue");
-        await fanout(s, m.body);
+        await fanout(s, m.body, m.attempts > 1);
         m.ack();
       } catch (err) {
         log("error", "fanout_failed", { event_id: (m.body as FanoutMessage).event_id, error: err instanceof Error ? err.message : String(err) });

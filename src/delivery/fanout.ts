@@ -20,7 +20,12 @@ const ROWS_PER_INSERT = 9;
 /** Queue sendBatch takes at most 100 messages. */
 const MESSAGES_PER_SEND = 100;
 
-export async function fanout(s: Services, msg: FanoutMessage): Promise<number> {
+/**
+ * @param isRetry the queue is handing this message over again (an earlier run may have
+ *   inserted deliveries and died before queueing them): queue every delivery of the
+ *   event still waiting for its first attempt, not only the rows this run inserted.
+ */
+export async function fanout(s: Services, msg: FanoutMessage, isRetry = false): Promise<number> {
   const event = await s.db
     .select({ id: events.id, sourceId: events.sourceId, type: events.type })
     .from(events)
@@ -69,7 +74,21 @@ export async function fanout(s: Services, msg: FanoutMessage): Promise<number> {
   }
   // One round trip, atomic.
   const inserted = inserts.length > 0 ? (await s.db.batch(inserts as [(typeof inserts)[number], ...typeof inserts])).flat() : [];
-  const queued: DeliverMessage[] = inserted.map((r) => ({
+  const rows = isRetry && targets.length > 0
+    ? await s.db
+        .select({ id: deliveries.id, destinationId: deliveries.destinationId })
+        .from(deliveries)
+        .where(
+          and(
+            eq(deliveries.eventId, event.id),
+            eq(deliveries.status, "pending"),
+            eq(deliveries.attemptsInRun, 0),
+            inArray(deliveries.destinationId, targets.map((d) => d.id)),
+          ),
+        )
+        .all()
+    : inserted;
+  const queued: DeliverMessage[] = rows.map((r) => ({
     kind: "deliver",
     delivery_id: r.id,
     event_id: event.id,

@@ -194,3 +194,21 @@ describe("the cron trigger", () => {
     expect(await attemptRows(recentDelivery.delivery_id)).toHaveLength(1);
   });
 });
+
+describe("fan-out retried after dying between its insert and its send", () => {
+  it("queues the deliveries an earlier run inserted but never queued", async () => {
+    const box = await mailbox();
+    const dest = await createDestination(account, source.id, { url: box.url });
+    const eventId = await insertEvent(source.id, { status: "pending" });
+    // What a run that died after its insert leaves behind: a delivery row, no message.
+    const orphan = await insertDelivery(eventId, dest.id);
+    // A first delivery of the message would queue only what it inserts itself: nothing.
+    await runQueue("krafter-fanout", [{ kind: "fanout", event_id: eventId }]);
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(await box.requests()).toHaveLength(0);
+    // The queue hands the message over again (attempts > 1): the orphan is queued.
+    await runQueue("krafter-fanout", [{ kind: "fanout", event_id: eventId }], { attempts: 2 });
+    await eventually(async () => ((await deliveryRow(orphan.delivery_id))?.status === "succeeded" ? true : undefined));
+    expect((await box.requests()).map((r) => r.headers["webhook-id"])).toEqual([eventId]);
+  });
+});
