@@ -6,7 +6,7 @@
 import { and, asc, eq, inArray, lt } from "drizzle-orm";
 import { idBoundAt } from "./db/ids";
 import { deliveries, events } from "./db/schema";
-import type { DeliverMessage, FanoutMessage } from "./delivery/messages";
+import { sendAll, type DeliverMessage, type FanoutMessage } from "./delivery/messages";
 import { log } from "./log";
 import type { Services } from "./services";
 
@@ -18,12 +18,6 @@ export interface HousekeepingReport {
   events_requeued: number;
   deliveries_requeued: number;
   events_purged: number;
-}
-
-async function sendAll<T>(queue: Queue<T>, bodies: T[]): Promise<void> {
-  for (let i = 0; i < bodies.length; i += 100) {
-    await queue.sendBatch(bodies.slice(i, i + 100).map((body) => ({ body })));
-  }
 }
 
 /** Events saved but never fanned out (the queue send failed, or the message was lost). */

@@ -17,3 +17,10 @@ export interface DeliverMessage {
   event_id: string;
   destination_id: string;
 }
+
+/** Queue sendBatch takes at most 100 messages: send any number, 100 at a time. */
+export async function sendAll<T>(queue: Queue<T>, bodies: T[]): Promise<void> {
+  for (let i = 0; i < bodies.length; i += 100) {
+    await queue.sendBatch(bodies.slice(i, i + 100).map((body) => ({ body })));
+  }
+}

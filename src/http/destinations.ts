@@ -125,7 +125,8 @@ async function assertAcceptableUrl(s: Services, raw: string): Promise<void> {
   }
 }
 
-async function ownedDestination(c: { var: AppEnv["Variables"] }, sourceId: string | undefined, id: string | undefined) {
+/** The destination named in the path, if its source belongs to the caller; otherwise 404. */
+export async function ownedDestination(c: { var: AppEnv["Variables"] }, sourceId: string | undefined, id: string | undefined) {
   const source = await ownedSource(c, sourceId);
   if (!isId(id)) throw notFound("destination");
   const row = await getDestination(c.var.services, source.id, id);

@@ -7,19 +7,17 @@
  */
 import { Hono } from "hono";
 import { z } from "zod";
-import { getDestination } from "../db/destinations";
 import { eventsToReplay, listAttempts } from "../db/events";
-import { isId } from "../db/ids";
 import { attemptOutcomes } from "../db/schema";
 import { matchesFilter } from "../delivery/filter";
-import type { FanoutMessage } from "../delivery/messages";
+import { sendAll, type FanoutMessage } from "../delivery/messages";
 import { requireScope } from "./auth";
 import type { AppEnv } from "./context";
-import { ApiError, notFound } from "./errors";
+import { ApiError } from "./errors";
 import { instant, windowRefinement } from "./events";
 import { rfc3339 } from "./format";
 import { cursorField, limitField, page } from "./pagination";
-import { ownedSource } from "./sources";
+import { ownedDestination } from "./destinations";
 import { validate } from "./validation";
 import { Attempt, doc, list, Queued } from "./openapi";
 
@@ -46,14 +44,6 @@ export const replayBody = z
     only_failed: z.boolean().default(false),
   })
   .superRefine(windowRefinement);
-
-async function ownedDestination(c: { var: AppEnv["Variables"] }, sourceId: string | undefined, id: string | undefined) {
-  const source = await ownedSource(c, sourceId);
-  if (!isId(id)) throw notFound("destination");
-  const row = await getDestination(c.var.services, source.id, id);
-  if (!row) throw notFound("destination");
-  return row;
-}
 
 export const recoveryRoutes = new Hono<AppEnv>()
   .get("/:id/attempts", doc({ tags, summary: "List a destination's attempts", description: "Newest first; filter by outcome and time.", ok: { 200: { description: "A page of attempts.", schema: list(Attempt) } } }, [404, 422]), requireScope("webhooks:read"), validate("query", listAttemptsQuery), async (c) => {
@@ -105,9 +95,9 @@ export const recoveryRoutes = new Hono<AppEnv>()
       if (rows.length < REPLAY_PAGE) break;
       after = rows[rows.length - 1]!.id;
     }
-    const messages: MessageSendRequest<FanoutMessage>[] = ids.map((event_id) => ({
-      body: { kind: "fanout", event_id, destination_ids: [dest.id], redeliver: true },
-    }));
-    for (let i = 0; i < messages.length; i += 100) await c.env.FANOUT_QUEUE.sendBatch(messages.slice(i, i + 100));
+    await sendAll<FanoutMessage>(
+      c.env.FANOUT_QUEUE,
+      ids.map((event_id) => ({ kind: "fanout", event_id, destination_ids: [dest.id], redeliver: true })),
+    );
     return c.json({ data: { queued: ids.length } }, 202);
   });
