@@ -11,6 +11,7 @@ import { ConfigError } from "./config";
 import { ingestRoutes } from "./ingest/route";
 import type { AppEnv } from "./http/context";
 import { destinationRoutes } from "./http/destinations";
+import { docsRoutes } from "./http/docs";
 import { eventRoutes } from "./http/events";
 import { recoveryRoutes } from "./http/recovery";
 import { ApiError, errorBody, errorResponse } from "./http/errors";
@@ -56,6 +57,7 @@ export function createApp() {
   app.get("/", (c) =>
     c.json({ data: { name: "krafter", docs: "/docs", api: "/api/v1", environment: c.var.services.config.environment } }),
   );
+  app.route("/docs", docsRoutes);
   // Chained, so the app's type carries every route for the typed client (src/client.ts).
   const routes = app
     .route("/api/v1/webhooks/sources", sourceRoutes)
