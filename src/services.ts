@@ -1,7 +1,7 @@
 /**
  * Everything with a side effect that the API, ingest and delivery code needs, built
- * from the Worker's bindings in one place. Clock, randomness-free parts, DNS and
- * outbound HTTP are fields here so tests and other runtimes can swap them.
+ * from the Worker's bindings in one place. The clock, DNS and outbound HTTP are fields
+ * here so tests and other runtimes can swap them.
  */
 import { loadConfig, type Config, type Env } from "./config";
 import { database, type Database } from "./db/client";
