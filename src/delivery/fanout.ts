@@ -2,9 +2,14 @@
  * The fan-out consumer: an event becomes one delivery (a D1 row and a deliver message)
  * per enabled destination of its source whose event_filter matches.
  *
+ * Two D1 round trips per event: one read (the event with its source's enabled
+ * destinations, joined), one atomic batch (the delivery rows and the event's status).
+ * Then the deliver messages are queued.
+ *
  * Idempotent: a delivery row is unique per (event, destination), and only rows this
  * run inserted are queued, so a repeated fan-out message sends nothing twice. Should a
- * run die between the insert and the send, the delivery sweep queues the row later.
+ * run die between the insert and the send, the retried message (or the delivery sweep)
+ * queues the rows later; the event is already `dispatched`, as its deliveries exist.
  * A redeliver (or replay) message names its destinations and puts existing deliveries
  * back to pending at the start of the retry schedule: same event id, same webhook-id.
  */
@@ -26,28 +31,29 @@ const MESSAGES_PER_SEND = 100;
  *   event still waiting for its first attempt, not only the rows this run inserted.
  */
 export async function fanout(s: Services, msg: FanoutMessage, isRetry = false): Promise<number> {
-  const event = await s.db
-    .select({ id: events.id, sourceId: events.sourceId, type: events.type })
+  // The event and its source's enabled destinations, in one read (an index lookup each).
+  const joined = await s.db
+    .select({
+      id: events.id,
+      sourceId: events.sourceId,
+      type: events.type,
+      destinationId: destinations.id,
+      eventFilter: destinations.eventFilter,
+    })
     .from(events)
+    .leftJoin(destinations, and(eq(destinations.sourceId, events.sourceId), eq(destinations.enabled, true)))
     .where(eq(events.id, msg.event_id))
-    .get();
+    .all();
+  const event = joined[0];
   if (!event) return 0; // purged or its source deleted
 
-  const candidates = await s.db
-    .select({ id: destinations.id, eventFilter: destinations.eventFilter })
-    .from(destinations)
-    .where(
-      and(
-        eq(destinations.sourceId, event.sourceId),
-        eq(destinations.enabled, true),
-        msg.destination_ids ? inArray(destinations.id, msg.destination_ids) : undefined,
-      ),
-    )
-    .all();
-  // An explicit redeliver goes to the named destinations whatever their filter.
-  const targets = msg.destination_ids
-    ? candidates
-    : candidates.filter((d) => matchesFilter(JSON.parse(d.eventFilter) as string[], event.type));
+  // An explicit redeliver goes to the named destinations whatever their filter (picked
+  // here rather than in SQL: up to 100 ids would exceed D1's 100 bound parameters).
+  const named = msg.destination_ids ? new Set(msg.destination_ids) : undefined;
+  const targets = joined
+    .filter((d): d is typeof d & { destinationId: string; eventFilter: string } => d.destinationId !== null)
+    .filter((d) => (named ? named.has(d.destinationId) : matchesFilter(JSON.parse(d.eventFilter) as string[], event.type)))
+    .map((d) => ({ id: d.destinationId }));
 
   const now = s.now();
   const inserts = [];
@@ -72,8 +78,10 @@ export async function fanout(s: Services, msg: FanoutMessage, isRetry = false): 
       ).returning({ id: deliveries.id, destinationId: deliveries.destinationId }),
     );
   }
-  // One round trip, atomic.
-  const inserted = inserts.length > 0 ? (await s.db.batch(inserts as [(typeof inserts)[number], ...typeof inserts])).flat() : [];
+  // One round trip, atomic: the deliveries exist exactly when the event is dispatched.
+  const dispatched = s.db.update(events).set({ status: "dispatched" }).where(eq(events.id, event.id));
+  const results = await s.db.batch([dispatched, ...inserts]);
+  const inserted = (results.slice(1) as { id: string; destinationId: string }[][]).flat();
   const rows = isRetry && targets.length > 0
     ? await s.db
         .select({ id: deliveries.id, destinationId: deliveries.destinationId })
@@ -97,6 +105,5 @@ export async function fanout(s: Services, msg: FanoutMessage, isRetry = false): 
   for (let i = 0; i < queued.length; i += MESSAGES_PER_SEND) {
     await s.env.DELIVER_QUEUE.sendBatch(queued.slice(i, i + MESSAGES_PER_SEND).map((body) => ({ body })));
   }
-  await s.db.update(events).set({ status: "dispatched" }).where(eq(events.id, event.id)).run();
   return queued.length;
 }
