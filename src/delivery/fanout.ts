@@ -13,17 +13,15 @@
  * A redeliver (or replay) message names its destinations and puts existing deliveries
  * back to pending at the start of the retry schedule: same event id, same webhook-id.
  */
-import { and, eq, inArray } from "drizzle-orm";
+import { and, eq } from "drizzle-orm";
 import { newId } from "../db/ids";
 import { deliveries, destinations, events } from "../db/schema";
 import type { Services } from "../services";
 import { matchesFilter } from "./filter";
-import type { DeliverMessage, FanoutMessage } from "./messages";
+import { sendAll, type DeliverMessage, type FanoutMessage } from "./messages";
 
 /** D1 binds at most 100 parameters per statement; drizzle binds all 10 columns of a delivery row. */
 const ROWS_PER_INSERT = 9;
-/** Queue sendBatch takes at most 100 messages. */
-const MESSAGES_PER_SEND = 100;
 
 /**
  * @param isRetry the queue is handing this message over again (an earlier run may have
@@ -86,14 +84,9 @@ export async function fanout(s: Services, msg: FanoutMessage, isRetry = false): 
     ? await s.db
         .select({ id: deliveries.id, destinationId: deliveries.destinationId })
         .from(deliveries)
-        .where(
-          and(
-            eq(deliveries.eventId, event.id),
-            eq(deliveries.status, "pending"),
-            eq(deliveries.attemptsInRun, 0),
-            inArray(deliveries.destinationId, targets.map((d) => d.id)),
-          ),
-        )
+        // Every delivery of the event still waiting for its first attempt (no id list:
+        // a source may have more destinations than D1 binds parameters).
+        .where(and(eq(deliveries.eventId, event.id), eq(deliveries.status, "pending"), eq(deliveries.attemptsInRun, 0)))
         .all()
     : inserted;
   const queued: DeliverMessage[] = rows.map((r) => ({
@@ -102,8 +95,6 @@ export async function fanout(s: Services, msg: FanoutMessage, isRetry = false): 
     event_id: event.id,
     destination_id: r.destinationId,
   }));
-  for (let i = 0; i < queued.length; i += MESSAGES_PER_SEND) {
-    await s.env.DELIVER_QUEUE.sendBatch(queued.slice(i, i + MESSAGES_PER_SEND).map((body) => ({ body })));
-  }
+  await sendAll(s.env.DELIVER_QUEUE, queued);
   return queued.length;
 }
