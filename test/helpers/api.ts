@@ -5,6 +5,7 @@
  */
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
+import { expect } from "vitest";
 import worker from "../../src/index";
 import type { Env } from "../../src/config";
 import { newId } from "../../src/db/ids";
@@ -133,4 +134,43 @@ export async function eventually<T>(check: () => Promise<T | undefined>, timeout
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+// ---- the error envelope ----
+
+export interface Envelope {
+  error: { code: string; message: string; details?: { field: string; code: string; message: string }[]; request_id?: string };
+}
+
+/** The one error envelope: asserts status, code and shape (no stack trace), and returns the body. */
+export async function expectError(res: Response, status: number, code: string): Promise<Envelope> {
+  const text = await res.text();
+  expect(res.status, text).toBe(status);
+  expect(res.headers.get("content-type")).toMatch(/^application\/json/);
+  expect(res.headers.get("x-request-id")).toBeTruthy();
+  const body = JSON.parse(text) as Envelope;
+  expect(Object.keys(body)).toEqual(["error"]);
+  for (const k of Object.keys(body.error)) expect(["code", "message", "details", "request_id"]).toContain(k);
+  expect(body.error.code).toBe(code);
+  expect(body.error.code).toMatch(/^[a-z]+(_[a-z]+)*$/);
+  expect(typeof body.error.message).toBe("string");
+  expect(body.error.message.length).toBeGreaterThan(0);
+  expect(text).not.toMatch(/\bat .*\.(ts|js):\d+/);
+  if (body.error.details !== undefined) {
+    expect(Array.isArray(body.error.details)).toBe(true);
+    for (const d of body.error.details) {
+      expect(Object.keys(d).sort()).toEqual(["code", "field", "message"]);
+      expect(typeof d.field).toBe("string");
+      expect(typeof d.message).toBe("string");
+    }
+  }
+  return body;
+}
+
+/** A 422 whose details name each of `fields`. */
+export async function expect422(res: Response, ...fields: string[]): Promise<Envelope> {
+  const body = await expectError(res, 422, "validation_failed");
+  const got = (body.error.details ?? []).map((d) => d.field);
+  for (const f of fields) expect(got, JSON.stringify(body)).toContain(f);
+  return body;
 }

@@ -6,57 +6,15 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { bytesToBase64 } from "../../src/security/encoding";
 import {
-  call,
-  createAccount,
-  createDestination,
-  createSource,
-  envWith,
-  json,
-  mailbox,
-  setDns,
-  type Account,
-} from "../helpers/api";
+  call, createAccount, createDestination, createSource, envWith, json, mailbox, setDns, type Account, expectError, expect422 } from "../helpers/api";
 
 const base = (sourceId: string) => `/api/v1/webhooks/sources/${sourceId}/destinations`;
 const b64 = (n: number) => bytesToBase64(crypto.getRandomValues(new Uint8Array(n)));
 const guarded = () => envWith({ ALLOW_PRIVATE_DESTINATIONS: "false" });
 const production = () => envWith({ ENVIRONMENT: "production", ALLOW_PRIVATE_DESTINATIONS: "false" });
 
-interface Envelope {
-  error: { code: string; message: string; details?: { field: string; code: string; message: string }[]; request_id?: string };
-}
 
-/** The one error envelope: asserts status, code and shape, and returns the body. */
-async function expectError(res: Response, status: number, code: string): Promise<Envelope> {
-  const text = await res.text();
-  expect(res.status, text).toBe(status);
-  expect(res.headers.get("content-type")).toMatch(/^application\/json/);
-  expect(res.headers.get("x-request-id")).toBeTruthy();
-  const body = JSON.parse(text) as Envelope;
-  expect(Object.keys(body)).toEqual(["error"]);
-  for (const k of Object.keys(body.error)) expect(["code", "message", "details", "request_id"]).toContain(k);
-  expect(body.error.code).toBe(code);
-  expect(body.error.code).toMatch(/^[a-z]+(_[a-z]+)*$/);
-  expect(typeof body.error.message).toBe("string");
-  expect(body.error.message.length).toBeGreaterThan(0);
-  expect(text).not.toMatch(/\bat .*\.(ts|js):\d+/); // no stack trace
-  if (body.error.details !== undefined) {
-    expect(Array.isArray(body.error.details)).toBe(true);
-    for (const d of body.error.details) {
-      expect(Object.keys(d).sort()).toEqual(["code", "field", "message"]);
-      expect(typeof d.field).toBe("string");
-      expect(typeof d.message).toBe("string");
-    }
-  }
-  return body;
-}
 
-async function expect422(res: Response, ...fields: string[]): Promise<Envelope> {
-  const body = await expectError(res, 422, "validation_failed");
-  const got = (body.error.details ?? []).map((d) => d.field);
-  for (const f of fields) expect(got, JSON.stringify(body)).toContain(f);
-  return body;
-}
 
 async function fresh() {
   const account = await createAccount();

@@ -7,35 +7,12 @@ import { Webhook } from "standardwebhooks";
 import { describe, expect, it, vi } from "vitest";
 import { base64ToBytes, bytesToBase64, bytesToBase64Url, bytesToHex } from "../../src/security/encoding";
 import {
-  addKey,
-  call,
-  createAccount,
-  createDestination,
-  createSource,
-  envWith,
-  json,
-  mailbox,
-} from "../helpers/api";
+  addKey, call, createAccount, createDestination, createSource, envWith, json, mailbox, expectError } from "../helpers/api";
 
 const base = (sourceId: string) => `/api/v1/webhooks/sources/${sourceId}/destinations`;
 const CIPHERTEXT = /^v1\.[0-9a-f]{16}\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]{40,}$/;
 
-interface Envelope {
-  error: { code: string; message: string; details?: unknown[]; request_id?: string };
-}
 
-async function expectError(res: Response, status: number, code: string): Promise<Envelope> {
-  const text = await res.text();
-  expect(res.status, text).toBe(status);
-  expect(res.headers.get("x-request-id")).toBeTruthy();
-  const body = JSON.parse(text) as Envelope;
-  expect(Object.keys(body)).toEqual(["error"]);
-  for (const k of Object.keys(body.error)) expect(["code", "message", "details", "request_id"]).toContain(k);
-  expect(body.error.code).toBe(code);
-  expect(typeof body.error.message).toBe("string");
-  expect(body.error.message.length).toBeGreaterThan(0);
-  return body;
-}
 
 async function row(id: string) {
   return env.DB.prepare("SELECT * FROM destinations WHERE id = ?").bind(id).first<Record<string, unknown>>();

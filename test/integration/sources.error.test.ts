@@ -4,40 +4,12 @@
  */
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { call, createAccount, createSource, json, type Account } from "../helpers/api";
+import { call, createAccount, createSource, json, type Account, expectError, expect422 } from "../helpers/api";
 
 const SOURCES = "/api/v1/webhooks/sources";
 
-interface Envelope {
-  error: { code: string; message: string; details?: { field: string; code: string; message: string }[]; request_id?: string };
-}
 
-async function expectError(res: Response, status: number, code: string): Promise<Envelope> {
-  const text = await res.text();
-  expect(res.status, text).toBe(status);
-  expect(res.headers.get("content-type")).toMatch(/^application\/json/);
-  expect(res.headers.get("x-request-id")).toBeTruthy();
-  const body = JSON.parse(text) as Envelope;
-  expect(Object.keys(body)).toEqual(["error"]);
-  for (const k of Object.keys(body.error)) expect(["code", "message", "details", "request_id"]).toContain(k);
-  expect(body.error.code).toBe(code);
-  expect(body.error.code).toMatch(/^[a-z]+(_[a-z]+)*$/);
-  expect(typeof body.error.message).toBe("string");
-  expect(body.error.message.length).toBeGreaterThan(0);
-  expect(text).not.toMatch(/\bat .*\.(ts|js):\d+/);
-  if (body.error.details !== undefined) {
-    expect(Array.isArray(body.error.details)).toBe(true);
-    for (const d of body.error.details) expect(Object.keys(d).sort()).toEqual(["code", "field", "message"]);
-  }
-  return body;
-}
 
-async function expect422(res: Response, ...fields: string[]): Promise<Envelope> {
-  const body = await expectError(res, 422, "validation_failed");
-  const got = (body.error.details ?? []).map((d) => d.field);
-  for (const f of fields) expect(got, JSON.stringify(body)).toContain(f);
-  return body;
-}
 
 async function countOf(a: Account) {
   return (await env.DB.prepare("SELECT count(*) AS n FROM sources WHERE account_id = ?").bind(a.id).first<{ n: number }>())!.n;

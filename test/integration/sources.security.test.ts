@@ -5,26 +5,11 @@
  */
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { addKey, call, createAccount, createSource, json } from "../helpers/api";
+import { addKey, call, createAccount, createSource, json, expectError } from "../helpers/api";
 
 const SOURCES = "/api/v1/webhooks/sources";
 
-interface Envelope {
-  error: { code: string; message: string; details?: unknown[]; request_id?: string };
-}
 
-async function expectError(res: Response, status: number, code: string): Promise<Envelope> {
-  const text = await res.text();
-  expect(res.status, text).toBe(status);
-  expect(res.headers.get("x-request-id")).toBeTruthy();
-  const body = JSON.parse(text) as Envelope;
-  expect(Object.keys(body)).toEqual(["error"]);
-  for (const k of Object.keys(body.error)) expect(["code", "message", "details", "request_id"]).toContain(k);
-  expect(body.error.code).toBe(code);
-  expect(typeof body.error.message).toBe("string");
-  expect(body.error.message.length).toBeGreaterThan(0);
-  return body;
-}
 
 async function row(id: string) {
   return env.DB.prepare("SELECT * FROM sources WHERE id = ?").bind(id).first<Record<string, unknown>>();
