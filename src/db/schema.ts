@@ -80,7 +80,7 @@ export const destinations = sqliteTable(
   (t) => [index("destinations_source_idx").on(t.sourceId, t.id)],
 );
 
-/** pending: fan-out not done yet; dispatched: deliveries queued; dead_lettered: fan-out failed for good. */
+/** pending: fan-out not done yet; dispatched: its delivery rows exist (written with this status, then queued); dead_lettered: fan-out failed for good. */
 export const eventStatuses = ["pending", "dispatched", "dead_lettered"] as const;
 
 export const events = sqliteTable(

@@ -3,11 +3,13 @@
  *
  * Per batch: one query loads every delivery with its destination, one loads the events
  * (each payload once, however many destinations it goes to). Then the attempts run
- * concurrently; each is recorded (the attempt and the delivery's state, atomically) and
- * its message acked or retried with its delay at once; DestinationHealth hears of
- * successes after failures and of exhausted forwards.
+ * concurrently; each is recorded (the attempt and the delivery's state, atomically; the
+ * records of attempts that end together share one D1 round trip) and its message acked
+ * or retried with its delay at once; DestinationHealth hears of successes after
+ * failures and of exhausted forwards.
  */
 import { eq, inArray, sql } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
 import { signingSecrets } from "../db/destinations";
 import { newId } from "../db/ids";
 import { attempts, deliveries, destinations, events, type AttemptOutcome, type DeliveryStatus } from "../db/schema";
@@ -81,6 +83,7 @@ export async function deliverBatch(
     return settles;
   }
   const seen = new Set<string>();
+  const write = recordWriter(s);
 
   await pool(
     messages.map((m, i) => ({ m, i })),
@@ -93,7 +96,7 @@ export async function deliverBatch(
         // message), or twice in this batch: nothing to send, drop the message.
         if (!l || !event || l.delivery.status !== "pending" || seen.has(m.delivery_id)) return done(i, { ack: true });
         seen.add(m.delivery_id);
-        const outcome = await attempt(s, l, event);
+        const outcome = await attempt(s, write, l, event);
         done(i, outcome.settle);
         if (outcome.health) await tellHealth(s, l.destination.id, outcome.health);
       } catch (err) {
@@ -132,9 +135,48 @@ async function load(s: Services, messages: DeliverMessage[]) {
   return { loaded, eventRows };
 }
 
+type Statement = BatchItem<"sqlite">;
+export type RecordWriter = (statements: [Statement, ...Statement[]]) => Promise<void>;
+
+/**
+ * Group commit of attempt records: while one D1 batch is in flight, the records of the
+ * attempts that end meanwhile wait, then go together in the next batch — one round trip
+ * (and one commit) per group instead of one per attempt. Each caller resumes once its
+ * own record is durable, so a message is still settled only after its attempt is
+ * recorded. Should a group fail (a destination deleted mid-flight makes one insert
+ * break its foreign key), each record of it is written again on its own, so only the
+ * one at fault fails.
+ */
+export function recordWriter(s: Services): RecordWriter {
+  type Pending = { statements: [Statement, ...Statement[]]; resolve: () => void; reject: (err: unknown) => void };
+  let waiting: Pending[] = [];
+  let writing = false;
+  const drain = async () => {
+    writing = true;
+    while (waiting.length > 0) {
+      const group = waiting;
+      waiting = [];
+      try {
+        await s.db.batch(group.flatMap((g) => g.statements) as [Statement, ...Statement[]]);
+        for (const g of group) g.resolve();
+      } catch (err) {
+        if (group.length === 1) group[0]!.reject(err);
+        else for (const g of group) await s.db.batch(g.statements).then(g.resolve, g.reject);
+      }
+    }
+    writing = false;
+  };
+  return (statements) =>
+    new Promise<void>((resolve, reject) => {
+      waiting.push({ statements, resolve, reject });
+      if (!writing) void drain();
+    });
+}
+
 /** One attempt: send (unless the destination is disabled), then record it. */
 async function attempt(
   s: Services,
+  write: RecordWriter,
   l: Loaded,
   event: { id: string; sourceId: string; type: string; payload: string },
 ): Promise<{ settle: Settle; health?: "success" | "exhausted" }> {
@@ -146,7 +188,7 @@ async function attempt(
     nextAttemptAt: number,
     now = s.now(),
   ) => {
-    await s.db.batch([
+    await write([
       s.db.insert(attempts).values({
         id: newId(now),
         deliveryId: l.delivery.id,

@@ -6,7 +6,13 @@
  */
 import { env } from "cloudflare:workers";
 import { createServer } from "node:net";
+import { eq, sql } from "drizzle-orm";
 import { beforeEach, describe, expect, it } from "vitest";
+import type { Env } from "../../src/config";
+import { newId } from "../../src/db/ids";
+import { attempts, deliveries } from "../../src/db/schema";
+import { recordWriter, type RecordWriter } from "../../src/delivery/deliver";
+import { servicesFor, type Services } from "../../src/services";
 import { call, createAccount, createDestination, createSource, mailbox, type Account } from "../helpers/api";
 import { attemptRows, deliveryRow, insertDelivery, insertEvent, runQueue } from "../helpers/delivery";
 
@@ -143,5 +149,57 @@ describe("faults inside", () => {
       expect(await deliveryRow(m.delivery_id)).toMatchObject({ status: "cancelled" });
       expect((await attemptRows(m.delivery_id))[0]).toMatchObject({ outcome: "cancelled", error: "destination is disabled" });
     }
+  });
+});
+
+describe("attempt records written together (group commit)", () => {
+  it("records that end while one is being written share the next D1 batch; one that fails is written alone and fails alone", async () => {
+    const box = await mailbox();
+    const dest = await createDestination(account, sourceId, { url: box.url });
+    const eventId = await insertEvent(sourceId);
+    const [d0, d1, d2] = [
+      await insertDelivery(eventId, dest.id),
+      await insertDelivery(await insertEvent(sourceId), dest.id),
+      await insertDelivery(await insertEvent(sourceId), dest.id),
+    ];
+    const base = servicesFor(env as unknown as Env);
+    // The real D1, with each batch's size noted on its way through.
+    const sizes: number[] = [];
+    const db = new Proxy(base.db, {
+      get: (target, prop, receiver) =>
+        prop === "batch"
+          ? (statements: Parameters<typeof target.batch>[0]) => {
+              sizes.push(statements.length);
+              return target.batch(statements);
+            }
+          : Reflect.get(target, prop, receiver),
+    });
+    const s: Services = { ...base, db };
+    const write = recordWriter(s);
+    type Record = Parameters<RecordWriter>[0];
+    const bump = (id: string): Record => [
+      s.db.update(deliveries).set({ attemptCount: sql`${deliveries.attemptCount} + 1` }).where(eq(deliveries.id, id)),
+    ];
+    // An attempt of a delivery that does not exist: its foreign key refuses it.
+    const broken: Record = [
+      s.db.insert(attempts).values({
+        id: newId(),
+        deliveryId: newId(),
+        eventId,
+        destinationId: dest.id,
+        number: 1,
+        outcome: "failed",
+        durationMs: 1,
+        createdAt: Date.now(),
+      }),
+    ];
+
+    const results = await Promise.allSettled([write(bump(d0!.delivery_id)), write(bump(d1!.delivery_id)), write(broken), write(bump(d2!.delivery_id))]);
+    expect(results.map((r) => r.status)).toEqual(["fulfilled", "fulfilled", "rejected", "fulfilled"]);
+    // The first alone; the three that came meanwhile together (refused whole), then each alone.
+    expect(sizes).toEqual([1, 3, 1, 1, 1]);
+    // Each good record applied exactly once (the refused group left nothing behind).
+    for (const d of [d0!, d1!, d2!]) expect(await deliveryRow(d.delivery_id)).toMatchObject({ attempt_count: 1 });
+    expect(await env.DB.prepare("SELECT count(*) AS n FROM delivery_attempts WHERE destination_id = ?").bind(dest.id).first("n")).toBe(0);
   });
 });
