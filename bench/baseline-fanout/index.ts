@@ -9,8 +9,9 @@
  * - `POST /floor`: the least a relay that keeps the product's records must do on this
  *   runtime: the event stored (one D1 insert) and queued before the 202; the consumer
  *   POSTs it to each URL of FLOOR_TARGETS and records each attempt (one D1 insert per
- *   delivery, as every attempt is recorded), then acknowledges. No retries, no other
- *   state, one queue hop.
+ *   delivery, as every attempt is recorded), then acknowledges; one structured log line
+ *   per request and per attempt, as the product's contract requires. No retries, no
+ *   other state, one queue hop.
  * - `GET`: 200, the benchmark's readiness check.
  */
 interface Env {
@@ -62,6 +63,11 @@ async function post(url: string, key: CryptoKey, id: string, body: string): Prom
   }
 }
 
+/** One structured JSON line, as the relay's src/log.ts writes it. */
+function logLine(fields: Record<string, unknown>): void {
+  console.log(JSON.stringify({ level: "info", time: new Date().toISOString(), ...fields }));
+}
+
 export default {
   async fetch(request: Request, env: Env, ctx: ExecutionContext): Promise<Response> {
     if (request.method === "GET") return new Response("ok");
@@ -69,8 +75,10 @@ export default {
     const body = await request.text();
     const id = crypto.randomUUID();
     if (new URL(request.url).pathname === "/floor") {
+      const started = Date.now();
       await env.DB.prepare("INSERT INTO events (id, payload, received_at) VALUES (?, ?, ?)").bind(id, body, Date.now()).run();
       await env.QUEUE.send({ id });
+      logLine({ msg: "request", request_id: crypto.randomUUID(), method: "POST", path: "/floor", status: 202, duration_ms: Date.now() - started });
     } else {
       ctx.waitUntil(key.then((k) => Promise.all(targets.map((url) => post(url, k, id, body)))));
     }
@@ -91,6 +99,7 @@ export default {
             await env.DB.prepare("INSERT INTO attempts (id, event_id, destination, status, duration_ms, created_at) VALUES (?, ?, ?, ?, ?, ?)")
               .bind(crypto.randomUUID(), m.body.id, i, status, Date.now() - started, Date.now())
               .run();
+            logLine({ msg: "delivery_attempt", event_id: m.body.id, destination: i, status_code: status, duration_ms: Date.now() - started });
           }),
         );
         m.ack();

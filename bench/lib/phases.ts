@@ -3,7 +3,6 @@
  * baseline: fixed-concurrency ingest in alternating rounds, end-to-end delivery with
  * verification, fan-out width, and growth with seeded data.
  */
-import os from "node:os";
 import { join } from "node:path";
 import { Receiver, type Mailbox, type Verdict } from "./deliveries.ts";
 import { load, percentile, pool, sleep, type LoadResult } from "./load.ts";

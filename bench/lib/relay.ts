@@ -69,7 +69,7 @@ export function standardWebhooksHeaders(secret: string, body: string): Record<st
   return { "webhook-id": id, "webhook-timestamp": ts, "webhook-signature": `v1,${sig}` };
 }
 
-/** A realistic provider event (about 1 KiB of JSON), unique per `seq`. */
+/** A realistic provider event (about 790 bytes of JSON), unique per `seq`. */
 export function samplePayload(run: string, seq: number): string {
   return JSON.stringify({
     id: `evt_${run}_${seq}`,

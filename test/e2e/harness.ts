@@ -191,7 +191,10 @@ async function launch(o: { port: number; vars: Record<string, string>; persistTo
   ];
   const child: ChildProcess = spawn(WRANGLER, args, {
     cwd: ROOT,
-    env: childEnv(),
+    // A dev registry of its own: with the shared one (~/.config/.wrangler/registry),
+    // another `wrangler dev` on the machine (a parallel test, npm start, the bench) with
+    // the same queue names may be handed this one's queue messages.
+    env: childEnv({ WRANGLER_REGISTRY_PATH: join(o.persistTo, "dev-registry") }),
     stdio: ["ignore", "pipe", "pipe"],
     // Its own process group, so stop() reaches workerd too.
     detached: true,
