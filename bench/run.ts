@@ -265,7 +265,7 @@ async function main() {
       ...[r, rs, ...grown.map((g) => g.ingest)].filter((x) => x.errors > 0).map((x) => `${x.name}: ${x.errors} ingest requests not answered 202 (${JSON.stringify(x.statuses)})`),
     ];
     await writeFile(OUT, JSON.stringify({ ok: failed.length === 0, failures: failed, ...results }, null, 2) + "\n");
-    const header = `Krafter benchmark, ${finished.toISOString().slice(0, 16).replace("T", " ")} UTC: ${info.nproc} × ${info.cpu}, ${info.memGiB} GiB, Node ${info.node}, wrangler ${info.wrangler} (workerd ${info.workerd})${QUICK ? " [quick run]" : ""}`;
+    const header = `Krafter benchmark, ${finished.toISOString().slice(0, 16).replace("T", " ")} UTC: ${info.nproc} × ${info.cpu}, ${info.memGiB} GiB, Node ${info.node}, wrangler ${info.wrangler} (workerd ${info.workerd}); commit ${info.git.commit}${info.git.dirty.length > 0 ? " with local changes" : ""}; the machine ${results.machine.busyPercent} % busy over the run (everything on it), ${results.machine.stealPercent} % stolen${QUICK ? " [quick run]" : ""}`;
     if (!process.env.BENCH_OUT) await writeFile(join(dirname(OUT), "results.md"), `${header}\n\n${table}\n`);
     process.stdout.write(`\n${header}\n\n${table}\n\nTargets:\n${targets.map((t) => `  ${t.met ? "met    " : "NOT MET"}  ${t.name} (${t.value})`).join("\n")}\n`);
     for (const b of [direct, e2eFloor]) {

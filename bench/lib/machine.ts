@@ -24,7 +24,7 @@ export function machine() {
   try {
     const commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8" }).trim();
     // Read-only (no index refresh): what in the benchmarked code differs from the commit.
-    const status = execFileSync("git", ["status", "--porcelain", "--", "src", "wrangler.toml", "bench"], {
+    const status = execFileSync("git", ["status", "--porcelain", "--", "src", "wrangler.toml", "bench", ":!bench/results.*"], {
       cwd: ROOT,
       encoding: "utf8",
       env: { ...process.env, GIT_OPTIONAL_LOCKS: "0" },
