@@ -77,7 +77,7 @@ describe("fan-out", () => {
     expect(await box.requests()).toHaveLength(2);
   });
 
-  it("fans out to more than 100 destinations (sendBatch in chunks of 100, inserts within D1's 100 parameters)", async () => {
+  it("fans out to more than 100 destinations (sendBatch in chunks of 100; the rows bound as one JSON parameter)", async () => {
     const box = await mailbox();
     for (let i = 0; i < 120; i++) await createDestination(account, source.id, { url: box.url });
     const eventId = await insertEvent(source.id, { status: "pending" });
@@ -149,6 +149,28 @@ describe("fan-out", () => {
     await eventually(async () => ((await box.requests()).length >= 2 ? true : undefined));
     expect((await box.requests()).map((q) => q.headers["webhook-id"]).sort()).toEqual([a, b].sort());
   });
+
+  it("fans out a batch to more deliveries than one insert statement holds (2,100 rows: two statements, one D1 batch)", async () => {
+    const box = await mailbox();
+    const dests = [];
+    for (let i = 0; i < 70; i++) dests.push(await createDestination(account, source.id, { url: box.url }));
+    const ids = [];
+    for (let i = 0; i < 30; i++) ids.push(await insertEvent(source.id, { status: "pending" }));
+    const r = await runQueue("krafter-fanout", ids.map((event_id) => ({ kind: "fanout" as const, event_id })));
+    expect(r.explicitAcks).toEqual(r.ids);
+    const count = await env.DB.prepare(
+      `SELECT count(*) AS n FROM deliveries WHERE event_id IN (${ids.map(() => "?").join(",")})`,
+    )
+      .bind(...ids)
+      .first<number>("n");
+    expect(count).toBe(2100);
+    for (const id of ids) expect(await eventStatus(id)).toBe("dispatched");
+    // Every one of them queued once and delivered.
+    await eventually(async () => ((await box.requests()).length >= 2100 ? true : undefined), 90_000, "2,100 deliveries");
+    const eventsSeen = new Set((await box.requests()).map((q) => q.headers["webhook-id"]));
+    expect(eventsSeen).toEqual(new Set(ids));
+    expect((await box.requests()).length).toBe(2100);
+  }, 120_000);
 
   it("drops a fan-out message whose event is gone", async () => {
     const r = await runQueue("krafter-fanout", [{ kind: "fanout", event_id: crypto.randomUUID() }]);

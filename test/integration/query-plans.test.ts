@@ -11,6 +11,7 @@ import { deliveriesOfEvent, eventsToReplay, listAttempts, listEvents } from "../
 import { idBoundAt, newId } from "../../src/db/ids";
 import { listDestinations } from "../../src/db/destinations";
 import { listSources } from "../../src/db/sources";
+import { eventsWithDestinations } from "../../src/delivery/fanout";
 import { expiredEvents, stuckDeliveries, stuckEvents } from "../../src/housekeeping";
 import { servicesFor } from "../../src/services";
 
@@ -64,5 +65,15 @@ describe("query plans", () => {
     const { results } = await env.DB.prepare(`EXPLAIN QUERY PLAN ${q1}`).bind(...p1).all<{ detail: string }>();
     expect(results.map((r) => r.detail).join("\n")).toMatch(/SEARCH deliveries USING INDEX deliveries_event_destination_idx/);
     expect(await deliveriesOfEvent(s, id)).toEqual([]);
+  });
+
+  it("the batched fan-out's read looks each event up by its key and its destinations by index", async () => {
+    const steps = await plan(eventsWithDestinations(s, [id, newId(), newId()]));
+    console.log(`fan-out read:\n  ${steps.join("\n  ")}`);
+    const scans = steps.filter((d) => /^(SCAN|SEARCH)\b/.test(d));
+    // The only scan is of the id list itself (the JSON parameter); no table is scanned.
+    for (const d of scans) expect(d).toMatch(/^SEARCH (events|destinations) USING (COVERING )?INDEX|^SCAN json_each VIRTUAL TABLE|^SCAN \S+ VIRTUAL TABLE INDEX/);
+    expect(steps.join("\n")).toMatch(/SEARCH events USING INDEX sqlite_autoindex_events_1 \(id=\?\)/);
+    expect(steps.join("\n")).toMatch(/SEARCH destinations USING INDEX destinations_source_idx/);
   });
 });
