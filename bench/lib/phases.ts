@@ -223,8 +223,15 @@ export async function endToEnd(o: {
     cpuPer1kDeliveries: round2((cpu.total / Math.max(1, v.delivered)) * 1000),
     cpuPer1kEvents: round2((cpu.total / Math.max(1, o.payloads.length)) * 1000),
     cpuByProcess: Object.fromEntries(Object.entries(cpu.byName).map(([k, x]) => [k, round2(x)])),
-    problems: v.problems,
+    problems: [...(ingestErrors ? [`${ingestErrors} events not answered 202 (${statusCounts(sent)})`] : []), ...v.problems],
   };
+}
+
+/** "503: 160, 0: 3": the statuses other than 202, 0 for a transport error. */
+function statusCounts(sent: Sent[]): string {
+  const counts = new Map<number, number>();
+  for (const x of sent) if (x.status !== 202) counts.set(x.status, (counts.get(x.status) ?? 0) + 1);
+  return [...counts].map(([k, n]) => `${k}: ${n}`).join(", ");
 }
 
 /** A source of the relay with `destinations` destinations, each a mailbox of the receiver. */
