@@ -161,7 +161,16 @@ export function recordWriter(s: Services): RecordWriter {
         for (const g of group) g.resolve();
       } catch (err) {
         if (group.length === 1) group[0]!.reject(err);
-        else for (const g of group) await s.db.batch(g.statements).then(g.resolve, g.reject);
+        else {
+          for (const g of group) {
+            try {
+              await s.db.batch(g.statements);
+              g.resolve();
+            } catch (one) {
+              g.reject(one);
+            }
+          }
+        }
       }
     }
     writing = false;
