@@ -9,17 +9,14 @@
  * would restart the runtime (and drop in-memory queue messages) in the middle of a run
  * whenever someone edits src/ in this working tree; the snapshot never changes.
  */
-import { spawn } from "node:child_process";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
-import { childEnv, freePort, ROOT, run } from "../../test/e2e/harness.ts";
+import { freePort, run, runWranglerDev, WRANGLER } from "../../test/e2e/harness.ts";
 import { sampleTree, type CpuSample } from "./proc.ts";
 
-export const WRANGLER = join(ROOT, "node_modules", ".bin", "wrangler");
 
 const READY_TIMEOUT_MS = 90_000;
 const OUTPUT_LIMIT = 256 * 1024;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Bundles the Worker of `configPath` into `dir` and writes a config that runs the bundle. */
 export async function snapshot(configPath: string, dir: string): Promise<string> {
@@ -56,18 +53,7 @@ export interface Runtime {
   stop(): Promise<void>;
 }
 
-const live = new Set<number>();
-process.on("exit", () => {
-  for (const pgid of live) {
-    try {
-      process.kill(-pgid, "SIGKILL");
-    } catch {
-      // gone
-    }
-  }
-});
-
-/** wrangler dev of a snapshot config; resolves once `GET /` answers 200. */
+/** wrangler dev of a snapshot config (the e2e harness's launcher); resolves once `GET /` answers 200. */
 export async function startWorker(o: {
   label: string;
   config: string;
@@ -77,81 +63,30 @@ export async function startWorker(o: {
   await mkdir(o.persistTo, { recursive: true });
   const envFile = join(o.persistTo, "empty.env");
   await writeFile(envFile, "");
-  const port = await freePort();
-  const inspectorPort = await freePort();
-  const args = [
-    "dev",
-    "--config", o.config,
-    "--ip", "127.0.0.1",
-    "--port", String(port),
-    "--inspector-port", String(inspectorPort),
-    "--persist-to", o.persistTo,
-    "--env-file", envFile,
-    "--show-interactive-dev-session=false",
-    ...Object.entries(o.vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]),
-  ];
-  // A dev registry of its own: with the shared one (~/.config/.wrangler/registry), every
-  // other `wrangler dev` on the machine starting or stopping (other runs, e2e tests)
-  // updates this one mid-run, and local queues may be routed to another session's
-  // consumer of the same queue name.
-  const env = childEnv({ WRANGLER_REGISTRY_PATH: join(o.persistTo, "dev-registry") });
-  const child = spawn(WRANGLER, args, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
-  const pid = child.pid!;
-  live.add(pid);
-  let output = "";
-  const collect = (d: string) => {
-    output += d;
-    if (output.length > OUTPUT_LIMIT) output = output.slice(-OUTPUT_LIMIT);
-  };
-  child.stdout!.setEncoding("utf8").on("data", collect);
-  child.stderr!.setEncoding("utf8").on("data", collect);
-  let exited = false;
-  const exit = new Promise<void>((r) => child.once("exit", () => ((exited = true), r())));
-
-  const origin = `http://127.0.0.1:${port}`;
-  let stopped = false;
-  const stop = async () => {
-    if (stopped) return;
-    stopped = true;
-    try {
-      process.kill(-pid, "SIGTERM");
-    } catch {
-      // gone
-    }
-    await Promise.race([exit, sleep(5_000)]);
-    try {
-      process.kill(-pid, "SIGKILL");
-    } catch {
-      // gone
-    }
-    live.delete(pid);
-  };
-
-  const deadline = Date.now() + READY_TIMEOUT_MS;
-  for (;;) {
-    if (exited || Date.now() > deadline) {
-      await stop();
-      throw new Error(`${o.label}: wrangler dev did not come up on ${origin}\n--- output ---\n${output}\n--- end ---`);
-    }
-    try {
-      const res = await fetch(`${origin}/`, { signal: AbortSignal.timeout(5_000) });
-      await res.arrayBuffer();
-      if (res.status === 200) break;
-    } catch {
-      // not yet
-    }
-    await sleep(250);
+  let dev;
+  try {
+    dev = await runWranglerDev({
+      port: await freePort(),
+      persistTo: o.persistTo,
+      envFile,
+      vars: o.vars,
+      extraArgs: ["--config", o.config],
+      readyTimeoutMs: READY_TIMEOUT_MS,
+      outputLimit: OUTPUT_LIMIT,
+    });
+  } catch (err) {
+    throw new Error(`${o.label}: ${err instanceof Error ? err.message : String(err)}`);
   }
   return {
     label: o.label,
-    origin,
-    inspectorPort,
-    pid,
+    origin: dev.origin,
+    inspectorPort: dev.inspectorPort,
+    pid: dev.pgid,
     config: o.config,
     persistTo: o.persistTo,
-    cpu: () => sampleTree(pid),
-    output: () => output,
-    stop,
+    cpu: () => sampleTree(dev.pgid),
+    output: dev.output,
+    stop: dev.stop,
   };
 }
 

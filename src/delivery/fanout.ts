@@ -71,18 +71,7 @@ const queueOf = (rows: Inserted[]): DeliverMessage[] =>
  */
 export async function fanout(s: Services, msg: FanoutMessage, isRetry = false): Promise<number> {
   // The event and its source's enabled destinations, in one read (an index lookup each).
-  const joined = await s.db
-    .select({
-      id: events.id,
-      sourceId: events.sourceId,
-      type: events.type,
-      destinationId: destinations.id,
-      eventFilter: destinations.eventFilter,
-    })
-    .from(events)
-    .leftJoin(destinations, and(eq(destinations.sourceId, events.sourceId), eq(destinations.enabled, true)))
-    .where(eq(events.id, msg.event_id))
-    .all();
+  const joined = await eventsWithDestinations(s, [msg.event_id]).all();
   const event = joined[0];
   if (!event) return 0; // purged or its source deleted
 

@@ -20,7 +20,7 @@ import { delimiter, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
-const WRANGLER = join(ROOT, "node_modules", ".bin", process.platform === "win32" ? "wrangler.cmd" : "wrangler");
+export const WRANGLER = join(ROOT, "node_modules", ".bin", process.platform === "win32" ? "wrangler.cmd" : "wrangler");
 
 /** A fixed key for e2e runs only (never used outside tests). */
 export const E2E_ENCRYPTION_KEY = "q1ZsS0cRkq1KqfUIv8u2RoX0mWd2p3yqJ4n3f0mQH9U=";
@@ -176,17 +176,47 @@ export async function startDev(options: StartOptions = {}): Promise<Dev> {
   }
 }
 
-async function launch(o: { port: number; vars: Record<string, string>; persistTo: string; envFile: string; cronEveryMs: number }): Promise<Dev> {
+export interface WranglerDevProcess {
+  /** `http://127.0.0.1:PORT` */
+  origin: string;
+  /** The process group (wrangler, workerd and the rest): its leader's pid. */
+  pgid: number;
+  /** wrangler's inspector (DevTools protocol) for the Worker. */
+  inspectorPort: number;
+  /** Wrangler's output so far (stdout and stderr, the last `outputLimit` characters). */
+  output(): string;
+  /** SIGTERM to the whole group, then SIGKILL once wrangler has gone (or after 5 s). */
+  stop(): Promise<void>;
+}
+
+/**
+ * Runs `wrangler dev` on `port` with its state in `persistTo`, the developer's own vars
+ * ignored (`envFile`, empty) and `vars` as `--var`, in a process group of its own, and
+ * resolves once `GET /` answers 200. If it does not come up, it is killed and the error
+ * carries wrangler's output. Shared by the e2e harness and the benchmark (bench/lib/wrangler.ts).
+ */
+export async function runWranglerDev(o: {
+  port: number;
+  persistTo: string;
+  envFile: string;
+  vars: Record<string, string>;
+  /** e.g. `--config path` or `--test-scheduled` */
+  extraArgs?: string[];
+  readyTimeoutMs?: number;
+  outputLimit?: number;
+}): Promise<WranglerDevProcess> {
   const inspectorPort = await freePort();
+  const readyTimeoutMs = o.readyTimeoutMs ?? READY_TIMEOUT_MS;
+  const outputLimit = o.outputLimit ?? OUTPUT_LIMIT;
   const args = [
     "dev",
+    ...(o.extraArgs ?? []),
     "--ip", "127.0.0.1",
     "--port", String(o.port),
     "--inspector-port", String(inspectorPort),
     "--persist-to", o.persistTo,
     "--env-file", o.envFile,
     "--show-interactive-dev-session=false",
-    "--test-scheduled",
     ...Object.entries(o.vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]),
   ];
   const child: ChildProcess = spawn(WRANGLER, args, {
@@ -206,7 +236,7 @@ async function launch(o: { port: number; vars: Record<string, string>; persistTo
   let output = "";
   const collect = (d: string) => {
     output += d;
-    if (output.length > OUTPUT_LIMIT) output = output.slice(-OUTPUT_LIMIT);
+    if (output.length > outputLimit) output = output.slice(-outputLimit);
   };
   child.stdout!.setEncoding("utf8").on("data", collect);
   child.stderr!.setEncoding("utf8").on("data", collect);
@@ -223,38 +253,28 @@ async function launch(o: { port: number; vars: Record<string, string>; persistTo
 
   const origin = `http://127.0.0.1:${o.port}`;
   let stopped = false;
-  let cron: ReturnType<typeof setInterval> | undefined;
   const stop = async () => {
     if (stopped) return;
     stopped = true;
-    if (cron) clearInterval(cron);
     killGroup(pgid, "SIGTERM");
     const gone = await Promise.race([exited.then(() => true), sleep(STOP_TIMEOUT_MS).then(() => false)]);
     // workerd may outlive wrangler for a moment: the whole group, for certain.
     killGroup(pgid, "SIGKILL");
     if (!gone) await Promise.race([exited, sleep(STOP_TIMEOUT_MS)]);
     liveGroups.delete(pgid);
-    await rm(o.persistTo, { recursive: true, force: true, maxRetries: 3 });
   };
 
-  const failed = (why: string) =>
-    new Error(`wrangler dev did not come up on ${origin}: ${why}\n--- wrangler output ---\n${output}\n--- end ---`);
+  const failed = async (why: string) => {
+    await stop();
+    return new Error(`wrangler dev did not come up on ${origin}: ${why}\n--- wrangler output ---\n${output}\n--- end ---`);
+  };
 
-  const deadline = Date.now() + READY_TIMEOUT_MS;
+  const deadline = Date.now() + readyTimeoutMs;
   let lastProblem = "no answer yet";
   for (;;) {
-    if (spawnError) {
-      await stopProcessOnly();
-      throw failed(`could not start it: ${spawnError.message}`);
-    }
-    if (exitCode !== null || exitSignal !== null) {
-      await stopProcessOnly();
-      throw failed(`it exited (${exitSignal ?? `code ${exitCode}`})`);
-    }
-    if (Date.now() > deadline) {
-      await stopProcessOnly();
-      throw failed(`no 200 from GET / within ${READY_TIMEOUT_MS / 1000} s (last: ${lastProblem})`);
-    }
+    if (spawnError) throw await failed(`could not start it: ${spawnError.message}`);
+    if (exitCode !== null || exitSignal !== null) throw await failed(`it exited (${exitSignal ?? `code ${exitCode}`})`);
+    if (Date.now() > deadline) throw await failed(`no 200 from GET / within ${readyTimeoutMs / 1000} s (last: ${lastProblem})`);
     try {
       const res = await fetch(`${origin}/`, { signal: AbortSignal.timeout(5_000) });
       await res.arrayBuffer();
@@ -265,12 +285,21 @@ async function launch(o: { port: number; vars: Record<string, string>; persistTo
     }
     await sleep(250);
   }
+  return { origin, pgid, inspectorPort, output: () => output, stop };
+}
 
-  async function stopProcessOnly() {
-    killGroup(pgid, "SIGKILL");
-    await Promise.race([exited, sleep(STOP_TIMEOUT_MS)]);
-    liveGroups.delete(pgid);
-  }
+async function launch(o: { port: number; vars: Record<string, string>; persistTo: string; envFile: string; cronEveryMs: number }): Promise<Dev> {
+  const dev = await runWranglerDev({ ...o, extraArgs: ["--test-scheduled"] });
+  const { origin } = dev;
+  let cron: ReturnType<typeof setInterval> | undefined;
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    if (cron) clearInterval(cron);
+    await dev.stop();
+    await rm(o.persistTo, { recursive: true, force: true, maxRetries: 3 });
+  };
 
   if (o.cronEveryMs > 0) {
     cron = setInterval(() => {
@@ -285,7 +314,7 @@ async function launch(o: { port: number; vars: Record<string, string>; persistTo
     origin,
     port: o.port,
     persistTo: o.persistTo,
-    output: () => output,
+    output: dev.output,
     stop,
     async apiKey(scopes = "webhooks:read,webhooks:write", account = "e2e") {
       const r = await runApiKey(["create", "--account", account, "--scopes", scopes], o.persistTo);

@@ -13,6 +13,11 @@ import { generateApiKey, hashApiKey, type Scope } from "../../src/security/api-k
 import type { Received, Step } from "../support/receiver";
 
 export const ORIGIN = "https://krafter.test";
+/** RFC 3339 UTC with second precision, as the API writes timestamps. */
+export const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
+export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/** The destinations collection of a source. */
+export const destinationsPath = (sourceId: string) => `/api/v1/webhooks/sources/${sourceId}/destinations`;
 
 export interface Account {
   id: string;

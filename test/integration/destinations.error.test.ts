@@ -6,9 +6,8 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { bytesToBase64 } from "../../src/security/encoding";
 import {
-  call, createAccount, createDestination, createSource, envWith, json, mailbox, setDns, type Account, expectError, expect422 } from "../helpers/api";
+  call, createAccount, createDestination, createSource, envWith, json, mailbox, setDns, type Account, expectError, expect422, destinationsPath as base } from "../helpers/api";
 
-const base = (sourceId: string) => `/api/v1/webhooks/sources/${sourceId}/destinations`;
 const b64 = (n: number) => bytesToBase64(crypto.getRandomValues(new Uint8Array(n)));
 const guarded = () => envWith({ ALLOW_PRIVATE_DESTINATIONS: "false" });
 const production = () => envWith({ ENVIRONMENT: "production", ALLOW_PRIVATE_DESTINATIONS: "false" });

@@ -20,14 +20,14 @@ import {
   mailbox,
   setDns,
   type Account,
+  RFC3339,
+  UUID,
+  destinationsPath as base,
 } from "../helpers/api";
 
-const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const READ_KEYS = ["created_at", "enabled", "event_filter", "failure_count", "id", "source_id", "updated_at", "url"];
 const CREATE_KEYS = [...READ_KEYS, "secret"].sort();
 
-const base = (sourceId: string) => `/api/v1/webhooks/sources/${sourceId}/destinations`;
 const secretOf = (bytes: number) => "whsec_" + bytesToBase64(crypto.getRandomValues(new Uint8Array(bytes)));
 
 async function fresh() {

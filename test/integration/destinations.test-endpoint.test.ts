@@ -16,10 +16,10 @@ import {
   mailbox,
   setDns,
   type Account,
+  RFC3339,
+  destinationsPath as base,
 } from "../helpers/api";
 
-const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
-const base = (sourceId: string) => `/api/v1/webhooks/sources/${sourceId}/destinations`;
 
 async function setup(spec: Parameters<typeof mailbox>[0] = {}) {
   const account = await createAccount();

@@ -9,13 +9,11 @@ import { describe, expect, it } from "vitest";
 import type { Env } from "../../src/config";
 import worker from "../../src/index";
 import { bytesToBase64 } from "../../src/security/encoding";
-import { addKey, call, createAccount, createDestination, createSource, json, type Account } from "../helpers/api";
+import { addKey, call, createAccount, createDestination, createSource, json, type Account, RFC3339, UUID } from "../helpers/api";
 
 const SOURCES = "/api/v1/webhooks/sources";
 const KEYS = ["created_at", "id", "ingest_url", "name", "provider", "updated_at", "verifies_signatures"];
 const PROVIDERS = ["generic", "stripe", "github", "shopify", "standard-webhooks"] as const;
-const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const INGEST_URL = /^https:\/\/krafter\.test\/in\/src_[A-Za-z0-9_-]{32}$/;
 
 const whsec = (n = 32) => "whsec_" + bytesToBase64(crypto.getRandomValues(new Uint8Array(n)));
