@@ -5,13 +5,15 @@
  */
 import { z } from "zod";
 import type { DestinationHealth } from "./destination-health";
-import type { DeliverMessage, FanoutMessage } from "./delivery/messages";
+import type { DeliverMessage, WorkMessage } from "./delivery/messages";
+import type { EventStore } from "./store/event-store";
 
 export interface Env {
   DB: D1Database;
-  FANOUT_QUEUE: Queue<FanoutMessage>;
   DELIVER_QUEUE: Queue<DeliverMessage>;
+  WORK_QUEUE: Queue<WorkMessage>;
   DESTINATION_HEALTH: DurableObjectNamespace<DestinationHealth>;
+  EVENT_STORE: DurableObjectNamespace<EventStore>;
   ENVIRONMENT?: string;
   ENCRYPTION_KEY?: string;
   /** Older keys, comma-separated, still accepted for decryption after a rotation. */
@@ -23,7 +25,7 @@ export interface Env {
   DELIVERY_TIMEOUT_MS?: string;
   TEST_TIMEOUT_MS?: string;
   DOH_URL?: string;
-  SWEEP_AFTER_SECONDS?: string;
+  EVENT_SHARDS?: string;
 }
 
 /**
@@ -73,7 +75,7 @@ const configSchema = z
     MAX_BODY_BYTES: intFrom(1_048_576, 1024, 2_000_000),
     DELIVERY_TIMEOUT_MS: intFrom(15_000, 100, 120_000),
     TEST_TIMEOUT_MS: intFrom(10_000, 100, 120_000),
-    SWEEP_AFTER_SECONDS: intFrom(120, 1, 86_400),
+    EVENT_SHARDS: intFrom(1, 1, 64),
     DOH_URL: z.url().optional().default("https://cloudflare-dns.com/dns-query"),
   })
   .superRefine((c, ctx) => {
@@ -95,7 +97,8 @@ export interface Config {
   maxBodyBytes: number;
   deliveryTimeoutMs: number;
   testTimeoutMs: number;
-  sweepAfterSeconds: number;
+  /** Shards of a source's partitions on a day. */
+  eventShards: number;
   dohUrl: string;
 }
 
@@ -124,7 +127,7 @@ export function loadConfig(env: Env): Config {
     maxBodyBytes: c.MAX_BODY_BYTES,
     deliveryTimeoutMs: c.DELIVERY_TIMEOUT_MS,
     testTimeoutMs: c.TEST_TIMEOUT_MS,
-    sweepAfterSeconds: c.SWEEP_AFTER_SECONDS,
+    eventShards: c.EVENT_SHARDS,
     dohUrl: c.DOH_URL,
   };
   cache.set(env, config);

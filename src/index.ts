@@ -1,70 +1,65 @@
 /**
- * The Worker: the HTTP app (API and ingest), the queue consumers (fan-out, deliver,
- * dead letters), the cron trigger (sweep and retention) and the DestinationHealth class.
+ * The Worker: the HTTP app (API and ingest), the queue consumers (deliver, work, dead
+ * letters), the cron trigger (housekeeping) and the Durable Object classes.
  */
 import { createApp } from "./app";
 import type { Env } from "./config";
 import { deadLetter } from "./delivery/dead-letter";
 import { deliverBatch } from "./delivery/deliver";
-import { fanout, fanoutMany } from "./delivery/fanout";
-import type { DeliverMessage, FanoutMessage } from "./delivery/messages";
+import type { DeliverMessage, WorkMessage } from "./delivery/messages";
+import { carryOutRemoval } from "./delivery/removal";
 import { housekeeping } from "./housekeeping";
 import { log } from "./log";
 import { servicesFor } from "./services";
 
 export { DestinationHealth } from "./destination-health";
+export { EventStore } from "./store/event-store";
 
 const app = createApp();
 
-type AnyMessage = FanoutMessage | DeliverMessage;
+type AnyMessage = DeliverMessage | WorkMessage;
 
 export async function handleQueue(batch: MessageBatch<AnyMessage>, env: Env, _ctx?: ExecutionContext): Promise<void> {
   const s = servicesFor(env);
-  if (batch.queue.endsWith("dead-letter")) {
-    for (const m of batch.messages) {
-      await deadLetter(s, m.body);
-      m.ack();
+  switch (queueName(batch.queue)) {
+    case "deliver": {
+      const messages = batch.messages as readonly Message<DeliverMessage>[];
+      await deliverBatch(
+        s,
+        messages.map((m) => ({ id: m.id, body: m.body })),
+        (i, settle) => {
+          const m = messages[i]!;
+          if (settle.ack) m.ack();
+          else m.retry({ delaySeconds: settle.delaySeconds });
+        },
+      );
+      return;
     }
-    return;
-  }
-  if (batch.queue.endsWith("fanout")) {
-    // The plain first fan-outs of the batch together (two D1 round trips per event
-    // become three per batch); redelivers, replays and retries one by one.
-    const plain = batch.messages.filter((m) => m.body.kind === "fanout" && !m.body.destination_ids && !m.body.redeliver && m.attempts <= 1);
-    const together = new Set(plain);
-    if (plain.length > 0) {
-      try {
-        await fanoutMany(s, plain.map((m) => m.body as FanoutMessage));
-        for (const m of plain) m.ack();
-      } catch (err) {
-        log("error", "fanout_failed", { events: plain.length, error: err instanceof Error ? err.message : String(err) });
-        // Retried one by one, as retries (they queue what an earlier run inserted).
-        for (const m of plain) m.retry({ delaySeconds: 5 });
+    case "work":
+      for (const m of batch.messages as readonly Message<WorkMessage>[]) {
+        try {
+          await carryOutRemoval(s, m.body);
+          m.ack();
+        } catch (err) {
+          log("error", "removal_failed", { removal_id: m.body.removal_id, error: err instanceof Error ? err.name : "unknown" });
+          m.retry();
+        }
       }
-    }
-    for (const m of batch.messages) {
-      if (together.has(m)) continue;
-      try {
-        if (m.body.kind !== "fanout") throw new Error("unexpected message on the fan-out queue");
-        await fanout(s, m.body, m.attempts > 1);
+      return;
+    case "dead-letter":
+      for (const m of batch.messages) {
+        await deadLetter(s, m.body);
         m.ack();
-      } catch (err) {
-        log("error", "fanout_failed", { event_id: (m.body as FanoutMessage).event_id, error: err instanceof Error ? err.message : String(err) });
-        m.retry({ delaySeconds: 5 });
       }
-    }
-    return;
+      return;
+    default:
+      throw new Error(`no consumer for queue ${batch.queue}`);
   }
-  const messages = batch.messages as readonly Message<DeliverMessage>[];
-  await deliverBatch(
-    s,
-    messages.map((m) => m.body),
-    (i, settle) => {
-      const m = messages[i]!;
-      if (settle.ack) m.ack();
-      else m.retry({ delaySeconds: settle.delaySeconds });
-    },
-  );
+}
+
+/** `krafter-deliver` → `deliver`: the queue's role, whatever prefix a deployment gives its queues. */
+function queueName(queue: string): string {
+  return queue.replace(/^.*?krafter-/, "");
 }
 
 export default {

@@ -5,6 +5,8 @@
  */
 import { loadConfig, type Config, type Env } from "./config";
 import { database, type Database } from "./db/client";
+import type { DeliverMessage, WorkMessage } from "./delivery/messages";
+import { partitionName, type PartitionRef } from "./store/ids";
 import { secretBox, type SecretBox } from "./security/secrets";
 import { dohResolver, type Resolver } from "./security/ssrf";
 
@@ -16,6 +18,11 @@ export interface Services {
   resolver: Resolver;
   fetch: typeof fetch;
   now: () => number;
+  queues: { deliver: Queue<DeliverMessage>; work: Queue<WorkMessage> };
+  /** The partition holding a source's events of one day and shard. */
+  store: (ref: PartitionRef) => DurableObjectStub<import("./store/event-store").EventStore>;
+  /** The Durable Object of one destination: failure_count and auto-disable. */
+  health: (destinationId: string) => DurableObjectStub<import("./destination-health").DestinationHealth>;
 }
 
 const cache = new WeakMap<Env, Services>();
@@ -32,6 +39,9 @@ export function servicesFor(env: Env): Services {
       resolver: dohResolver(config.dohUrl, (input, init) => fetch(input, init)),
       fetch: (input, init) => fetch(input, init),
       now: () => Date.now(),
+      queues: { deliver: env.DELIVER_QUEUE, work: env.WORK_QUEUE },
+      store: (ref) => env.EVENT_STORE.getByName(partitionName(ref)),
+      health: (id) => env.DESTINATION_HEALTH.getByName(id),
     };
     cache.set(env, s);
   }

@@ -1,9 +1,14 @@
 /** Queries and rules for destinations. Callers have already checked the source belongs to the account. */
-import { and, desc, eq, lt } from "drizzle-orm";
+import { and, desc, eq, lt, sql } from "drizzle-orm";
 import type { Services } from "../services";
+import type { TargetDestination } from "../store/types";
 import { secretContext } from "../security/secrets";
 import { generateSecret } from "../security/signing";
+import { Limiter } from "../delivery/limiter";
+import { dayOf } from "../store/ids";
 import { newId } from "./ids";
+import { partitionDays } from "./partitions";
+import { deleteWithRemoval } from "./removals";
 import { destinations } from "./schema";
 
 export type DestinationRow = typeof destinations.$inferSelect;
@@ -40,6 +45,7 @@ export async function createDestination(
     updatedAt: now,
   };
   await s.db.insert(destinations).values(row).run();
+  await invalidateTargets(s, sourceId);
   return { row, secret };
 }
 
@@ -82,11 +88,27 @@ export async function updateDestination(
     .where(eq(destinations.id, current.id))
     .returning()
     .get();
+  await invalidateTargets(s, current.sourceId);
   return updated ?? { ...current, ...set };
 }
 
-export async function deleteDestination(s: Services, id: string): Promise<void> {
-  await s.db.delete(destinations).where(eq(destinations.id, id)).run();
+/** Deletes the destination and queues the removal of its deliveries and attempts from the source's partitions. */
+export async function deleteDestination(s: Services, row: DestinationRow): Promise<void> {
+  await deleteWithRemoval(s, "destination", row.sourceId, row.id, s.db.delete(destinations).where(eq(destinations.id, row.id)));
+  await invalidateTargets(s, row.sourceId);
+}
+
+/**
+ * The source's destinations changed: its partitions that can still fan out (yesterday's,
+ * today's, tomorrow's, for clocks apart) read them again before their next fan-out.
+ */
+export async function invalidateTargets(s: Services, sourceId: string): Promise<void> {
+  const today = dayOf(s.now());
+  const days = await partitionDays(s, sourceId, today - 1, today + 1);
+  const limiter = new Limiter();
+  await Promise.all(
+    days.flatMap((d) => d.shards.map((shard) => limiter.run("storage", () => s.store({ sourceId, day: d.day, shard }).invalidateTargets()))),
+  );
 }
 
 /** The secrets to sign with, newest first: the previous one too while the rotation's grace lasts. */
@@ -101,4 +123,55 @@ export async function signingSecrets(
     if (previous !== current) return [current, previous];
   }
   return [current];
+}
+
+/** What the deliver consumer needs of a destination. */
+export type DeliveryDestination = Pick<
+  DestinationRow,
+  "id" | "sourceId" | "url" | "enabled" | "failureCount" | "secretCiphertext" | "previousSecretCiphertext" | "secretRotatedAt"
+>;
+
+/** The destinations of a deliver batch, by id: one read, the ids as one JSON parameter (any number within D1's 100 bound parameters). */
+export async function destinationsForDelivery(s: Services, ids: string[]): Promise<Map<string, DeliveryDestination>> {
+  const rows = await s.db
+    .select({
+      id: destinations.id,
+      sourceId: destinations.sourceId,
+      url: destinations.url,
+      enabled: destinations.enabled,
+      failureCount: destinations.failureCount,
+      secretCiphertext: destinations.secretCiphertext,
+      previousSecretCiphertext: destinations.previousSecretCiphertext,
+      secretRotatedAt: destinations.secretRotatedAt,
+    })
+    .from(destinations)
+    .where(sql`${destinations.id} IN (SELECT value FROM json_each(${JSON.stringify([...new Set(ids)])}))`)
+    .all();
+  return new Map(rows.map((r) => [r.id, r]));
+}
+
+/** The enabled destinations of a source, as fan-out matches them. */
+export async function targetsOf(s: Services, sourceId: string): Promise<TargetDestination[]> {
+  const rows = await s.db
+    .select({ id: destinations.id, eventFilter: destinations.eventFilter })
+    .from(destinations)
+    .where(and(eq(destinations.sourceId, sourceId), eq(destinations.enabled, true)))
+    .all();
+  return rows.map((r) => ({ id: r.id, eventFilter: JSON.parse(r.eventFilter) as string[] }));
+}
+
+/** The ids of a source's destinations (to hide what belongs to deleted ones). */
+export async function destinationIdsOf(s: Services, sourceId: string): Promise<Set<string>> {
+  const rows = await s.db.select({ id: destinations.id }).from(destinations).where(eq(destinations.sourceId, sourceId)).all();
+  return new Set(rows.map((r) => r.id));
+}
+
+/** Which of these ids are destinations of the source, and whether each is enabled (two bound parameters, whatever the number of ids). */
+export async function enabledDestinationsNamed(s: Services, sourceId: string, ids: string[]): Promise<Map<string, boolean>> {
+  const rows = await s.db
+    .select({ id: destinations.id, enabled: destinations.enabled })
+    .from(destinations)
+    .where(and(eq(destinations.sourceId, sourceId), sql`${destinations.id} IN (SELECT value FROM json_each(${JSON.stringify(ids)}))`))
+    .all();
+  return new Map(rows.map((r) => [r.id, r.enabled]));
 }

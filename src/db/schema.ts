@@ -2,12 +2,14 @@
  * The data model of Krafter, in one place. Every child row cascades from its parent:
  * deleting an account, source, destination or event removes everything under it.
  *
+ * D1 holds what accounts configure, and the bookkeeping of where their events are: the
+ * events, deliveries and attempts themselves live in partitions (src/store/schema.ts).
+ *
  * Times are integers (Unix milliseconds) in the database and RFC 3339 at the API edge.
  * Ids are UUIDv7, so ordering by id is ordering by creation time, and every list is a
  * range scan over an index that starts with the parent's id and ends with `id`.
  */
-import { sql } from "drizzle-orm";
-import { index, integer, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import { index, integer, primaryKey, sqliteTable, text } from "drizzle-orm/sqlite-core";
 
 export const accounts = sqliteTable("accounts", {
   id: text("id").primaryKey(),
@@ -80,96 +82,43 @@ export const destinations = sqliteTable(
   (t) => [index("destinations_source_idx").on(t.sourceId, t.id)],
 );
 
-/** pending: fan-out not done yet; dispatched: its delivery rows exist (written with this status, then queued); dead_lettered: fan-out failed for good. */
-export const eventStatuses = ["pending", "dispatched", "dead_lettered"] as const;
-
-export const events = sqliteTable(
-  "events",
+/**
+ * Which partitions (EventStore Durable Objects) exist: one row per source and UTC day
+ * that received anything, with the day's shard count and a bit per shard that exists
+ * (two 32-bit halves: D1 hands integers to JavaScript as doubles). Lists and deletes
+ * read these rows to know where to look; the partitions hold the events themselves.
+ */
+export const partitions = sqliteTable(
+  "partitions",
   {
-    id: text("id").primaryKey(),
     sourceId: text("source_id")
       .notNull()
       .references(() => sources.id, { onDelete: "cascade" }),
-    type: text("type").notNull(),
-    /** The provider's delivery id, for de-duplication; null when the provider sent none. */
-    dedupeKey: text("dedupe_key"),
-    /** The body exactly as received. */
-    payload: text("payload").notNull(),
-    /** JSON object of the request headers we keep (no credentials, no signatures). */
-    headers: text("headers").notNull(),
-    /** pending until the fan-out consumer has queued its deliveries; the cron sweep re-enqueues what stays pending. */
-    status: text("status", { enum: eventStatuses }).notNull().default("pending"),
-    receivedAt: integer("received_at").notNull(),
-  },
-  (t) => [
-    index("events_source_idx").on(t.sourceId, t.id),
-    index("events_source_type_idx").on(t.sourceId, t.type, t.id),
-    uniqueIndex("events_dedupe_idx").on(t.sourceId, t.dedupeKey),
-    index("events_pending_idx").on(t.status, t.receivedAt).where(sql`status = 'pending'`),
-  ],
-);
-
-export const deliveryStatuses = ["pending", "succeeded", "failed", "cancelled"] as const;
-export type DeliveryStatus = (typeof deliveryStatuses)[number];
-
-/** One row per (event, destination): the state of forwarding that event there. */
-export const deliveries = sqliteTable(
-  "deliveries",
-  {
-    id: text("id").primaryKey(),
-    eventId: text("event_id")
-      .notNull()
-      .references(() => events.id, { onDelete: "cascade" }),
-    destinationId: text("destination_id")
-      .notNull()
-      .references(() => destinations.id, { onDelete: "cascade" }),
-    status: text("status", { enum: deliveryStatuses }).notNull().default("pending"),
-    /** Every attempt ever made, across redeliveries: the next attempt's number is this + 1. */
-    attemptCount: integer("attempt_count").notNull().default(0),
-    /** Attempts since this delivery was last queued (fan-out, redeliver, replay): its place in the retry schedule. */
-    attemptsInRun: integer("attempts_in_run").notNull().default(0),
-    lastAttemptAt: integer("last_attempt_at"),
-    /** When the queue should next hand it to the deliver consumer; the sweep re-queues pending ones long past it. */
-    nextAttemptAt: integer("next_attempt_at").notNull(),
-    createdAt: integer("created_at").notNull(),
-    updatedAt: integer("updated_at").notNull(),
-  },
-  (t) => [
-    uniqueIndex("deliveries_event_destination_idx").on(t.eventId, t.destinationId),
-    index("deliveries_destination_idx").on(t.destinationId, t.status, t.eventId),
-    index("deliveries_pending_idx").on(t.status, t.nextAttemptAt).where(sql`status = 'pending'`),
-  ],
-);
-
-export const attemptOutcomes = ["succeeded", "failed", "cancelled"] as const;
-export type AttemptOutcome = (typeof attemptOutcomes)[number];
-
-export const attempts = sqliteTable(
-  "delivery_attempts",
-  {
-    id: text("id").primaryKey(),
-    deliveryId: text("delivery_id")
-      .notNull()
-      .references(() => deliveries.id, { onDelete: "cascade" }),
-    eventId: text("event_id")
-      .notNull()
-      .references(() => events.id, { onDelete: "cascade" }),
-    destinationId: text("destination_id")
-      .notNull()
-      .references(() => destinations.id, { onDelete: "cascade" }),
-    number: integer("number").notNull(),
-    outcome: text("outcome", { enum: attemptOutcomes }).notNull(),
-    statusCode: integer("status_code"),
-    error: text("error"),
-    durationMs: integer("duration_ms").notNull(),
-    /** The first 4 KiB of the response body. */
-    responseBody: text("response_body"),
+    day: integer("day").notNull(),
+    shards: integer("shards").notNull(),
+    maskLo: integer("mask_lo").notNull().default(0),
+    maskHi: integer("mask_hi").notNull().default(0),
     createdAt: integer("created_at").notNull(),
   },
-  (t) => [
-    index("attempts_destination_idx").on(t.destinationId, t.id),
-    index("attempts_destination_outcome_idx").on(t.destinationId, t.outcome, t.id),
-    index("attempts_delivery_idx").on(t.deliveryId, t.id),
-    index("attempts_event_idx").on(t.eventId),
-  ],
+  (t) => [primaryKey({ columns: [t.sourceId, t.day] }), index("partitions_day_idx").on(t.day)],
 );
+
+/**
+ * Background removal of a deleted source's or destination's data from its partitions,
+ * written in the same D1 batch as the delete. The work queue carries it out, one
+ * message per chunk of partitions; each chunk done sets its bit in `done_mask`, and the
+ * row goes when every bit is set. The cron trigger queues again any chunk left undone.
+ */
+export const removals = sqliteTable("removals", {
+  id: text("id").primaryKey(),
+  kind: text("kind", { enum: ["source", "destination"] }).notNull(),
+  sourceId: text("source_id").notNull(),
+  destinationId: text("destination_id"),
+  /** [[day, shard], …]: every partition to clean, as the partitions table listed them at the delete. */
+  partitions: text("partitions", { mode: "json" }).$type<[number, number][]>().notNull(),
+  /** How many messages (chunks of partitions) the job is split into: at most 50. */
+  chunks: integer("chunks").notNull(),
+  doneMask: integer("done_mask").notNull().default(0),
+  createdAt: integer("created_at").notNull(),
+  queuedAt: integer("queued_at").notNull(),
+});

@@ -3,7 +3,9 @@ import { and, desc, eq, lt } from "drizzle-orm";
 import type { Services } from "../services";
 import { bytesToBase64Url, randomBytes } from "../security/encoding";
 import { secretContext } from "../security/secrets";
+import { forgetIngestSource } from "../ingest/sources";
 import { newId } from "./ids";
+import { deleteWithRemoval } from "./removals";
 import { sources, type Provider } from "./schema";
 
 export type SourceRow = typeof sources.$inferSelect;
@@ -75,9 +77,13 @@ export async function updateSource(
     })
     .where(eq(sources.id, current.id))
     .run();
+  // Other isolates see the change within the ingest cache's time (ingest/sources.ts).
+  forgetIngestSource(current.ingestKey);
   return next;
 }
 
-export async function deleteSource(s: Services, id: string): Promise<void> {
-  await s.db.delete(sources).where(eq(sources.id, id)).run();
+/** Deletes the source (its destinations with it) and queues the removal of its partitions. */
+export async function deleteSource(s: Services, row: SourceRow): Promise<void> {
+  await deleteWithRemoval(s, "source", row.id, null, s.db.delete(sources).where(eq(sources.id, row.id)));
+  forgetIngestSource(row.ingestKey);
 }

@@ -1,51 +1,30 @@
 /**
  * The dead-letter consumer: messages the other consumers failed on max_retries times.
- * Each is recorded against its event, never dropped silently: a delivery is marked
- * failed with an attempt saying why; an event whose fan-out kept failing is marked
- * dead_lettered (and so leaves the sweep). Both show in the event log.
+ * None is dropped silently: a delivery is marked failed with an attempt saying why (if
+ * the message is still its current one); a removal stays recorded in D1, and the cron
+ * trigger queues it again.
  */
-import { and, eq, sql } from "drizzle-orm";
-import { newId } from "../db/ids";
-import { attempts, deliveries, events } from "../db/schema";
 import { log } from "../log";
 import type { Services } from "../services";
-import type { DeliverMessage, FanoutMessage } from "./messages";
+import { attemptId, dayOf, parsePartitionName } from "../store/ids";
+import type { DeliverMessage, WorkMessage } from "./messages";
 
-export async function deadLetter(s: Services, msg: FanoutMessage | DeliverMessage): Promise<void> {
-  const now = s.now();
-  if (msg.kind === "fanout") {
-    await s.db
-      .update(events)
-      .set({ status: "dead_lettered" })
-      .where(and(eq(events.id, msg.event_id), eq(events.status, "pending")))
-      .run();
-    log("error", "fanout_dead_lettered", { event_id: msg.event_id });
+export async function deadLetter(s: Services, msg: DeliverMessage | WorkMessage): Promise<void> {
+  if (msg.kind === "removal") {
+    log("error", "removal_dead_lettered", { removal_id: msg.removal_id, chunk: msg.chunk });
     return;
   }
-  const delivery = await s.db
-    .select({ id: deliveries.id, status: deliveries.status, attemptCount: deliveries.attemptCount })
-    .from(deliveries)
-    .where(eq(deliveries.id, msg.delivery_id))
-    .get();
-  if (!delivery || delivery.status !== "pending") return;
-  await s.db.batch([
-    s.db.insert(attempts).values({
-      id: newId(now),
-      deliveryId: delivery.id,
-      eventId: msg.event_id,
-      destinationId: msg.destination_id,
-      number: delivery.attemptCount + 1,
-      outcome: "failed",
-      statusCode: null,
-      error: "dead-lettered: the delivery could not be processed after repeated tries",
-      durationMs: 0,
-      responseBody: null,
-      createdAt: now,
-    }),
-    s.db
-      .update(deliveries)
-      .set({ status: "failed", attemptCount: sql`${deliveries.attemptCount} + 1`, lastAttemptAt: now, updatedAt: now })
-      .where(eq(deliveries.id, delivery.id)),
-  ]);
-  log("error", "delivery_dead_lettered", { delivery_id: delivery.id, event_id: msg.event_id, destination_id: msg.destination_id });
+  const ref = parsePartitionName(msg.partition);
+  if (!ref) return;
+  const now = s.now();
+  const failed = await s.store(ref).deadLetter(msg.delivery_id, msg.token, {
+    id: attemptId(ref.shard, now),
+    error: "dead-lettered: the delivery could not be processed after repeated tries",
+    createdAt: now,
+    sameDay: dayOf(now) === ref.day,
+  });
+  if (failed) {
+    if (!failed.sameDay) await s.store({ ...ref, day: dayOf(now) }).record({ attempts: [failed.attempt], settlements: [] });
+    log("error", "delivery_dead_lettered", { delivery_id: msg.delivery_id, event_id: msg.event_id, destination_id: msg.destination_id });
+  }
 }

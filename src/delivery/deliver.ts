@@ -1,291 +1,338 @@
 /**
- * The deliver consumer: for each message, one signed attempt to one destination.
+ * The deliver consumer, top to bottom: load → attempt → a typed outcome → settle.
  *
- * Per batch: one query loads every delivery with its destination, one loads the events
- * (each payload once, however many destinations it goes to). Then the attempts run
- * concurrently; each is recorded (the attempt and the delivery's state, atomically; the
- * records of attempts that end together share one D1 round trip) and its message acked
- * or retried with its delay at once; DestinationHealth hears of successes after
- * failures and of exhausted forwards.
+ * - load: the destinations of the batch (one D1 read), then the deliveries claimed from
+ *   their partitions, one call per partition, with the payloads up to a byte budget per
+ *   wave (the rest is claimed once the wave is done): memory stays bounded whatever the
+ *   payload sizes.
+ * - attempt: one signed POST (attempt.ts), within the invocation's connection limit
+ *   (limiter.ts), at most PER_DESTINATION at once for one destination.
+ * - settle: the outcome becomes the attempt record and the delivery's new state, written
+ *   by the partition (records.ts groups them), then the message is acknowledged;
+ *   exhausted forwards and first successes go to the destination's health object.
+ *
+ * A batch is never held by one destination's silence: once every attempt in flight has
+ * waited longer than SLOW_MS and nothing else can start, the attempts not started yet
+ * go back to the queue (retried at once, spending nothing) for another invocation.
  */
-import { eq, inArray, sql } from "drizzle-orm";
-import type { BatchItem } from "drizzle-orm/batch";
-import { signingSecrets } from "../db/destinations";
-import { newId } from "../db/ids";
-import { attempts, deliveries, destinations, events, type AttemptOutcome, type DeliveryStatus } from "../db/schema";
-import { healthOf } from "../destination-health";
+import { destinationsForDelivery, type DeliveryDestination } from "../db/destinations";
 import { log } from "../log";
 import type { Services } from "../services";
+import { attemptId, dayOf, parsePartitionName, partitionName, type PartitionRef } from "../store/ids";
+import type { ClaimedEvent, ClaimItem, Settlement } from "../store/types";
+import { attempt, type Outcome } from "./attempt";
+import { envelopeBytes } from "./envelope";
+import { Limiter } from "./limiter";
 import type { DeliverMessage } from "./messages";
-import { decide } from "./retry";
-import { sendSigned, type SendResult } from "./send";
+import { recordWriters, type RecordWriters } from "./records";
 
-/** How many attempts of one batch are in flight at once (bounds memory with large payloads). */
-const CONCURRENCY = 16;
+/** Payload bytes claimed per wave. */
+export const WAVE_BUDGET_BYTES = 8 * 1024 * 1024;
+/** Attempts to one destination in flight at once within one batch. */
+export const PER_DESTINATION = 2;
+/** When every attempt in flight has waited this long and nothing else can start, the rest goes back to the queue. */
+export const SLOW_MS = 1_000;
+/** Our own failures (a partition or D1 unreachable) are retried after this. */
+export const RETRY_OURS_SECONDS = 5;
+
+export interface Incoming {
+  /** The queue message's id: it holds the claim on its delivery while it is processed. */
+  id: string;
+  body: DeliverMessage;
+}
 
 export type Settle = { ack: true } | { ack: false; delaySeconds: number };
 
-interface Loaded {
-  delivery: typeof deliveries.$inferSelect;
-  destination: typeof destinations.$inferSelect;
+export interface BatchReport {
+  /** The most outbound connections open at once. */
+  peakConnections: number;
+  /** The most payload and envelope bytes held at once (an upper bound). */
+  peakHeldBytes: number;
+  /** Messages given back to the queue unattempted. */
+  handedBack: number;
 }
 
-/** The body forwarded to destinations: the same shape as the test endpoint's. */
-export function envelope(type: string, payload: string, sourceId: string): string {
-  let data: unknown = payload;
-  try {
-    data = JSON.parse(payload);
-  } catch {
-    // Not JSON: forwarded as the raw text.
+interface Waiting {
+  index: number;
+  ref: PartitionRef;
+  msg: DeliverMessage;
+  messageId: string;
+}
+
+interface Ready extends Waiting {
+  destination: DeliveryDestination;
+  event: ClaimedEvent;
+  eventBytes: number;
+  attemptCount: number;
+  attemptsInRun: number;
+}
+
+/** Bytes held: payloads claimed, and envelopes being sent. */
+class Held {
+  private now = 0;
+  peak = 0;
+  add(n: number): void {
+    this.now += n;
+    this.peak = Math.max(this.peak, this.now);
   }
-  return JSON.stringify({ event: type, data, source_id: sourceId });
 }
 
-async function pool<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) await fn(items[next++]!);
+export async function deliverBatch(
+  s: Services,
+  messages: Incoming[],
+  settle: (index: number, what: Settle) => void,
+  limiter = new Limiter(),
+): Promise<BatchReport> {
+  const settled = new Set<number>();
+  const done = (i: number, what: Settle) => {
+    if (settled.has(i)) return;
+    settled.add(i);
+    settle(i, what);
+  };
+  const ours = (i: number) => done(i, { ack: false, delaySeconds: RETRY_OURS_SECONDS });
+  const held = new Held();
+  let handedBack = 0;
+
+  // Messages that cannot be read are dropped, and so are repeats within the batch.
+  let waiting: Waiting[] = [];
+  const seen = new Set<string>();
+  messages.forEach((m, index) => {
+    const ref = m.body?.kind === "deliver" ? parsePartitionName(m.body.partition) : null;
+    if (!ref || seen.has(m.body.delivery_id)) return done(index, { ack: true });
+    seen.add(m.body.delivery_id);
+    waiting.push({ index, ref, msg: m.body, messageId: m.id });
   });
-  await Promise.all(workers);
+
+  let destinations = new Map<string, DeliveryDestination>();
+  if (waiting.length > 0) {
+    try {
+      destinations = await limiter.run("storage", () => destinationsForDelivery(s, waiting.map((w) => w.msg.destination_id)));
+    } catch (err) {
+      log("error", "delivery_load_failed", { error: errorName(err) });
+      for (const w of waiting) ours(w.index);
+      waiting = [];
+    }
+  }
+
+  const writers = recordWriters(s, limiter);
+  while (waiting.length > 0) {
+    const { wave, deferred } = await claimWave(s, limiter, waiting, destinations, held, done, ours);
+    waiting = deferred;
+    const unstarted = await runWave(wave, held, (r) => attemptAndSettle(s, limiter, writers, r), done, ours);
+    if (unstarted.length > 0) {
+      // Every connection is held by a silent destination: give the rest to another invocation.
+      for (const w of [...unstarted, ...waiting]) done(w.index, { ack: false, delaySeconds: 0 });
+      handedBack = unstarted.length + waiting.length;
+      log("warn", "delivery_batch_handed_back", { messages: handedBack });
+      waiting = [];
+    }
+  }
+  return { peakConnections: limiter.peak, peakHeldBytes: held.peak, handedBack };
 }
 
-function chunks<T>(items: T[], size: number): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+/** Claims what fits in one wave's byte budget, partition by partition; the rest waits for the next wave. */
+async function claimWave(
+  s: Services,
+  limiter: Limiter,
+  waiting: Waiting[],
+  destinations: Map<string, DeliveryDestination>,
+  held: Held,
+  done: (i: number, what: Settle) => void,
+  ours: (i: number) => void,
+): Promise<{ wave: Ready[]; deferred: Waiting[] }> {
+  const wave: Ready[] = [];
+  const deferred: Waiting[] = [];
+  let budget = WAVE_BUDGET_BYTES;
+  for (const group of groupBy(waiting, (w) => w.msg.partition).values()) {
+    if (budget <= 0) {
+      deferred.push(...group);
+      continue;
+    }
+    const ref = group[0]!.ref;
+    const items: ClaimItem[] = group.map((w) => ({ deliveryId: w.msg.delivery_id, token: w.msg.token, messageId: w.messageId }));
+    let claimed;
+    try {
+      claimed = await limiter.run("storage", () => s.store(ref).claim(items, budget));
+    } catch (err) {
+      log("error", "delivery_claim_failed", { partition: partitionName(ref), error: errorName(err) });
+      for (const w of group) ours(w.index);
+      continue;
+    }
+    const events = new Map(claimed.events.map((e) => [e.id, { event: e, bytes: utf8Length(e.payload) }]));
+    for (const e of events.values()) {
+      budget -= e.bytes;
+      held.add(e.bytes);
+    }
+    const used = new Set<string>();
+    claimed.results.forEach((r, i) => {
+      const w = group[i]!;
+      if (r.kind === "drop") return done(w.index, { ack: true });
+      if (r.kind === "busy") return done(w.index, { ack: false, delaySeconds: Math.max(1, Math.ceil(r.retryInMs / 1000)) });
+      if (r.kind === "deferred") return deferred.push(w);
+      const destination = destinations.get(w.msg.destination_id);
+      const e = events.get(r.eventId);
+      // Deleted since it was queued: nothing to send, nothing to record.
+      if (!destination || !e) return done(w.index, { ack: true });
+      used.add(r.eventId);
+      wave.push({ ...w, destination, event: e.event, eventBytes: e.bytes, attemptCount: r.attemptCount, attemptsInRun: r.attemptsInRun });
+    });
+    for (const [id, e] of events) if (!used.has(id)) held.add(-e.bytes);
+  }
+  return { wave, deferred };
+}
+
+/**
+ * Runs a wave's attempts within the limits; returns those it did not start because every
+ * attempt in flight had been waiting longer than SLOW_MS.
+ */
+function runWave(
+  wave: Ready[],
+  held: Held,
+  run: (r: Ready) => Promise<Settle>,
+  done: (i: number, what: Settle) => void,
+  ours: (i: number) => void,
+): Promise<Ready[]> {
+  const left = new Map<string, number>();
+  for (const r of wave) left.set(r.event.id, (left.get(r.event.id) ?? 0) + 1);
+  const finished = (r: Ready) => {
+    const n = left.get(r.event.id)! - 1;
+    left.set(r.event.id, n);
+    if (n === 0) held.add(-r.eventBytes);
+  };
+  const queue = [...wave];
+  const perDestination = new Map<string, number>();
+  const inFlight = new Map<Ready, number>();
+  return new Promise<Ready[]>((resolve) => {
+    let handBack: Ready[] | null = null;
+    const watchdog = setInterval(() => {
+      const now = Date.now();
+      if (queue.length > 0 && inFlight.size > 0 && [...inFlight.values()].every((t) => now - t > SLOW_MS)) {
+        handBack = queue.splice(0);
+        for (const r of handBack) finished(r);
+      }
+    }, SLOW_MS / 4);
+    const pump = () => {
+      for (let i = 0; i < queue.length; i++) {
+        const r = queue[i]!;
+        const busy = perDestination.get(r.destination.id) ?? 0;
+        if (busy >= PER_DESTINATION) continue;
+        queue.splice(i--, 1);
+        perDestination.set(r.destination.id, busy + 1);
+        const bytes = envelopeBytes(r.event.type, r.eventBytes, r.ref.sourceId);
+        held.add(bytes);
+        inFlight.set(r, Date.now());
+        run(r)
+          .then((what) => done(r.index, what))
+          .catch((err) => {
+            log("error", "delivery_crashed", { delivery_id: r.msg.delivery_id, error: errorName(err) });
+            ours(r.index);
+          })
+          .finally(() => {
+            held.add(-bytes);
+            finished(r);
+            inFlight.delete(r);
+            perDestination.set(r.destination.id, perDestination.get(r.destination.id)! - 1);
+            pump();
+          });
+      }
+      if (inFlight.size === 0) {
+        clearInterval(watchdog);
+        resolve(handBack ?? []);
+      }
+    };
+    pump();
+  });
+}
+
+/** One attempt and its settlement: the records written, then what to tell the queue. */
+async function attemptAndSettle(s: Services, limiter: Limiter, writers: RecordWriters, r: Ready): Promise<Settle> {
+  const outcome: Outcome = await attempt(s, limiter, {
+    destination: r.destination,
+    event: r.event,
+    sourceId: r.ref.sourceId,
+    number: r.attemptCount + 1,
+    attemptInRun: r.attemptsInRun + 1,
+  });
+  if (outcome.kind === "ours") return { ack: false, delaySeconds: RETRY_OURS_SECONDS };
+
+  const now = s.now();
+  const record = {
+    id: attemptId(r.ref.shard, now),
+    number: r.attemptCount + 1,
+    outcome: outcome.kind === "succeeded" ? ("succeeded" as const) : outcome.kind === "cancelled" ? ("cancelled" as const) : ("failed" as const),
+    statusCode: outcome.statusCode,
+    error: outcome.error,
+    durationMs: outcome.durationMs,
+    createdAt: now,
+  };
+  const settlement: Settlement = {
+    deliveryId: r.msg.delivery_id,
+    token: r.msg.token,
+    messageId: r.messageId,
+    status: outcome.kind === "succeeded" ? "succeeded" : outcome.kind === "cancelled" ? "cancelled" : outcome.kind === "retry" ? "pending" : "failed",
+    attempt: record,
+    ...(outcome.kind === "retry" ? { retryAfterSeconds: outcome.delaySeconds } : {}),
+  };
+  const row = { ...record, deliveryId: r.msg.delivery_id, eventId: r.msg.event_id, destinationId: r.destination.id, responseBody: outcome.responseBody };
+  // The attempt goes to the partition of the day it was made, in the event's shard: for
+  // today's events that is the event's own partition, in the same write.
+  const attemptRef = { ...r.ref, day: dayOf(now) };
+  const sameDay = attemptRef.day === r.ref.day;
+  const counted = await writers.write(r.ref, { attempts: sameDay ? [row] : [], settlements: [settlement] });
+  if (!sameDay) await writers.write(attemptRef, { attempts: [row], settlements: [] });
+  log("info", "delivery_attempt", {
+    delivery_id: r.msg.delivery_id,
+    event_id: r.msg.event_id,
+    destination_id: r.destination.id,
+    attempt: record.number,
+    outcome: record.outcome,
+    status_code: record.statusCode,
+    duration_ms: record.durationMs,
+    ...(counted ? {} : { superseded: true }),
+  });
+  if (counted && (outcome.kind === "exhausted" || (outcome.kind === "succeeded" && r.destination.failureCount > 0))) {
+    await tellHealth(s, limiter, r.destination.id, outcome.kind === "exhausted" ? "exhausted" : "success");
+  }
+  return { ack: true };
+}
+
+async function tellHealth(s: Services, limiter: Limiter, destinationId: string, kind: "success" | "exhausted"): Promise<void> {
+  try {
+    const stub = s.health(destinationId);
+    await limiter.run("storage", () => (kind === "success" ? stub.success(destinationId) : stub.exhausted(destinationId)));
+  } catch (err) {
+    log("error", "destination_health_failed", { destination_id: destinationId, error: errorName(err) });
+  }
+}
+
+function groupBy<T>(items: T[], key: (t: T) => string): Map<string, T[]> {
+  const out = new Map<string, T[]>();
+  for (const t of items) {
+    const k = key(t);
+    const list = out.get(k);
+    if (list) list.push(t);
+    else out.set(k, [t]);
+  }
   return out;
 }
 
-/**
- * Processes deliver messages. Each message is recorded (one atomic D1 batch: the attempt
- * and the delivery's new state) and settled through `settle` as soon as its own attempt
- * ends, so a crash later in the batch never sends an acknowledged message again.
- * Returns what was done with each, in the same order.
- */
-export async function deliverBatch(
-  s: Services,
-  messages: DeliverMessage[],
-  settle: (index: number, what: Settle) => void = () => undefined,
-): Promise<Settle[]> {
-  const settles: Settle[] = messages.map(() => ({ ack: true }));
-  const done = (i: number, what: Settle) => {
-    settles[i] = what;
-    settle(i, what);
-  };
-  const retryLater = (): Settle => ({ ack: false, delaySeconds: s.config.retrySchedule[0] ?? 5 });
-
-  let loaded: Map<string, Loaded>;
-  let eventRows: Map<string, { id: string; sourceId: string; type: string; payload: string }>;
-  try {
-    ({ loaded, eventRows } = await load(s, messages));
-  } catch (err) {
-    log("error", "delivery_load_failed", { error: err instanceof Error ? err.message : String(err) });
-    messages.forEach((_, i) => done(i, retryLater()));
-    return settles;
+/** The UTF-8 size of a string, in one pass and without a copy. */
+export function utf8Length(text: string): number {
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
+      n += 4;
+      i++;
+    } else n += 3;
   }
-  const seen = new Set<string>();
-  const write = recordWriter(s);
-
-  await pool(
-    messages.map((m, i) => ({ m, i })),
-    CONCURRENCY,
-    async ({ m, i }) => {
-      try {
-        const l = loaded.get(m.delivery_id);
-        const event = l ? eventRows.get(l.delivery.eventId) : undefined;
-        // Deleted destination or event (or purged), settled already (a duplicate
-        // message), or twice in this batch: nothing to send, drop the message.
-        if (!l || !event || l.delivery.status !== "pending" || seen.has(m.delivery_id)) return done(i, { ack: true });
-        seen.add(m.delivery_id);
-        const outcome = await attempt(s, write, l, event);
-        done(i, outcome.settle);
-        if (outcome.health) await tellHealth(s, l.destination.id, outcome.health);
-      } catch (err) {
-        // Our own failure (a secret that does not decrypt, D1 refusing the record because
-        // the destination was just deleted, …): retry the message later as it is.
-        log("error", "delivery_crashed", { delivery_id: m.delivery_id, error: err instanceof Error ? err.message : String(err) });
-        done(i, retryLater());
-      }
-    },
-  );
-  return settles;
+  return n;
 }
 
-async function load(s: Services, messages: DeliverMessage[]) {
-  const deliveryIds = [...new Set(messages.map((m) => m.delivery_id))];
-  const loaded = new Map<string, Loaded>();
-  for (const ids of chunks(deliveryIds, 90)) {
-    const rows = await s.db
-      .select({ delivery: deliveries, destination: destinations })
-      .from(deliveries)
-      .innerJoin(destinations, eq(destinations.id, deliveries.destinationId))
-      .where(inArray(deliveries.id, ids))
-      .all();
-    for (const r of rows) loaded.set(r.delivery.id, r);
-  }
-  const eventIds = [...new Set([...loaded.values()].map((l) => l.delivery.eventId))];
-  const eventRows = new Map<string, { id: string; sourceId: string; type: string; payload: string }>();
-  for (const ids of chunks(eventIds, 90)) {
-    const rows = await s.db
-      .select({ id: events.id, sourceId: events.sourceId, type: events.type, payload: events.payload })
-      .from(events)
-      .where(inArray(events.id, ids))
-      .all();
-    for (const r of rows) eventRows.set(r.id, r);
-  }
-  return { loaded, eventRows };
+function errorName(err: unknown): string {
+  return err instanceof Error ? err.name : "unknown";
 }
 
-type Statement = BatchItem<"sqlite">;
-export type RecordWriter = (statements: [Statement, ...Statement[]]) => Promise<void>;
-
-/**
- * Group commit of attempt records: while one D1 batch is in flight, the records of the
- * attempts that end meanwhile wait, then go together in the next batch — one round trip
- * (and one commit) per group instead of one per attempt. Each caller resumes once its
- * own record is durable, so a message is still settled only after its attempt is
- * recorded. Should a group fail (a destination deleted mid-flight makes one insert
- * break its foreign key), each record of it is written again on its own, so only the
- * one at fault fails.
- */
-export function recordWriter(s: Services): RecordWriter {
-  type Pending = { statements: [Statement, ...Statement[]]; resolve: () => void; reject: (err: unknown) => void };
-  let waiting: Pending[] = [];
-  let writing = false;
-  const drain = async () => {
-    writing = true;
-    while (waiting.length > 0) {
-      const group = waiting;
-      waiting = [];
-      try {
-        await s.db.batch(group.flatMap((g) => g.statements) as [Statement, ...Statement[]]);
-        for (const g of group) g.resolve();
-      } catch (err) {
-        if (group.length === 1) group[0]!.reject(err);
-        else {
-          for (const g of group) {
-            try {
-              await s.db.batch(g.statements);
-              g.resolve();
-            } catch (one) {
-              g.reject(one);
-            }
-          }
-        }
-      }
-    }
-    writing = false;
-  };
-  return (statements) =>
-    new Promise<void>((resolve, reject) => {
-      waiting.push({ statements, resolve, reject });
-      if (!writing) void drain();
-    });
-}
-
-/** One attempt: send (unless the destination is disabled), then record it. */
-async function attempt(
-  s: Services,
-  write: RecordWriter,
-  l: Loaded,
-  event: { id: string; sourceId: string; type: string; payload: string },
-): Promise<{ settle: Settle; health?: "success" | "exhausted" }> {
-  const number = l.delivery.attemptCount + 1;
-  const record = async (
-    outcome: AttemptOutcome,
-    status: DeliveryStatus,
-    result: { statusCode?: number | null; error?: string | null; durationMs: number; body?: string | null },
-    nextAttemptAt: number,
-    now = s.now(),
-  ) => {
-    await write([
-      s.db.insert(attempts).values({
-        id: newId(now),
-        deliveryId: l.delivery.id,
-        eventId: event.id,
-        destinationId: l.destination.id,
-        number,
-        outcome,
-        statusCode: result.statusCode ?? null,
-        error: result.error ?? null,
-        durationMs: result.durationMs,
-        responseBody: result.body ?? null,
-        createdAt: now,
-      }),
-      s.db
-        .update(deliveries)
-        .set({
-          status,
-          attemptCount: sql`${deliveries.attemptCount} + 1`,
-          attemptsInRun: sql`${deliveries.attemptsInRun} + 1`,
-          lastAttemptAt: now,
-          nextAttemptAt,
-          updatedAt: now,
-        })
-        .where(eq(deliveries.id, l.delivery.id)),
-    ]);
-    log("info", "delivery_attempt", {
-      delivery_id: l.delivery.id,
-      event_id: event.id,
-      destination_id: l.destination.id,
-      attempt: number,
-      outcome,
-      status_code: result.statusCode ?? null,
-      duration_ms: result.durationMs,
-    });
-  };
-
-  if (!l.destination.enabled) {
-    // Disabled destinations' queued deliveries are cancelled, and it shows in the attempt log.
-    await record("cancelled", "cancelled", { error: "destination is disabled", durationMs: 0 }, s.now());
-    return { settle: { ack: true } };
-  }
-
-  const result: SendResult = await sendSigned(s, {
-    url: l.destination.url,
-    body: envelope(event.type, event.payload, event.sourceId),
-    msgId: event.id,
-    secrets: await signingSecrets(s, l.destination),
-    attempt: number,
-    timeoutMs: s.config.deliveryTimeoutMs,
-  });
-  const now = s.now();
-  const statusCode = result.kind === "response" ? result.status : null;
-  const decision = decide(
-    { status: statusCode, retryAfter: result.kind === "response" ? result.retryAfter : null },
-    l.delivery.attemptsInRun + 1,
-    s.config.retrySchedule,
-    now,
-  );
-  const detail = {
-    statusCode,
-    error:
-      result.kind !== "response"
-        ? result.error
-        : statusCode! >= 300 && statusCode! < 400
-          ? `redirect not followed (HTTP ${statusCode})`
-          : null,
-    durationMs: result.durationMs,
-    body: result.kind === "response" ? result.body : null,
-  };
-  if (decision.retry) {
-    await record("failed", "pending", detail, now + decision.delaySeconds * 1000, now);
-    return { settle: { ack: false, delaySeconds: decision.delaySeconds } };
-  }
-  if (decision.reason === "succeeded") {
-    await record("succeeded", "succeeded", detail, now);
-    // Only a destination with failures on record needs to hear of a success.
-    return { settle: { ack: true }, ...(l.destination.failureCount > 0 ? { health: "success" as const } : {}) };
-  }
-  await record("failed", "failed", detail, now);
-  return { settle: { ack: true }, health: "exhausted" };
-}
-
-async function tellHealth(s: Services, destinationId: string, kind: "success" | "exhausted"): Promise<void> {
-  try {
-    const stub = healthOf(s.env, destinationId);
-    if (kind === "success") await stub.success(destinationId);
-    else await stub.exhausted(destinationId);
-  } catch (err) {
-    log("error", "destination_health_failed", { destination_id: destinationId, error: err instanceof Error ? err.message : String(err) });
-  }
-}
+export type { RecordWriters };

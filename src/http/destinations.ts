@@ -175,7 +175,7 @@ export const destinationRoutes = new Hono<AppEnv>()
   })
   .delete("/:id", doc({ tags, summary: "Delete a destination", description: "Cascades to all delivery attempts.", ok: { 204: { description: "No Content." } } }, [404]), requireScope("webhooks:write"), async (c) => {
     const row = await ownedDestination(c, c.req.param("source_id"), c.req.param("id"));
-    await deleteDestination(c.var.services, row.id);
+    await deleteDestination(c.var.services, row);
     return c.body(null, 204);
   })
   .post(

@@ -7,7 +7,8 @@
 import type { Hono } from "hono";
 import { describeRoute, generateSpecs, resolver } from "hono-openapi";
 import { z } from "zod";
-import { attemptOutcomes, deliveryStatuses, eventStatuses, providers } from "../db/schema";
+import { providers } from "../db/schema";
+import { attemptOutcomes, deliveryStatuses, eventStatuses } from "../store/schema";
 import type { AppEnv } from "./context";
 import { errorStatus, type ErrorCode } from "./errors";
 
@@ -87,7 +88,14 @@ export const EventDetail = EventSummary.extend({
   ),
 }).meta({ id: "EventDetail" });
 
-export const Queued = z.object({ data: z.object({ queued: z.number().int() }) }).meta({ id: "Queued" });
+export const Queued = z
+  .object({
+    data: z.object({
+      queued: z.number().int().describe("Deliveries queued by this request."),
+      already_pending: z.number().int().describe("Deliveries left as they were: already pending for the same event and destination."),
+    }),
+  })
+  .meta({ id: "Queued" });
 
 export const TestOk = z.object({ ok: z.boolean(), status: z.number().int() }).meta({ id: "TestResult" });
 export const TestFailed = z.object({ ok: z.literal(false), error: z.string() }).meta({ id: "TestFailure" });

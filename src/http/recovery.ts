@@ -2,21 +2,22 @@
  * A destination's attempt log and its replay:
  * `GET …/destinations/:id/attempts` and `POST …/destinations/:id/replay`.
  * Replay re-sends a window of the source's events to one destination through the same
- * fan-out and delivery path, so receivers see the same webhook-id as the first time;
- * events that arrived while it was disabled are included (they have no delivery yet).
+ * delivery path, so receivers see the same webhook-id as the first time; events that
+ * arrived while it was disabled are included (they have no delivery yet). Each
+ * partition of the window counts, then queues, its own events.
  */
 import { Hono } from "hono";
 import { z } from "zod";
-import { eventsToReplay, listAttempts } from "../db/events";
-import { attemptOutcomes } from "../db/schema";
-import { matchesFilter } from "../delivery/filter";
-import { sendAll, type FanoutMessage } from "../delivery/messages";
+import { Limiter } from "../delivery/limiter";
+import { idBoundAt } from "../store/ids";
+import { listAttempts, partitionsIn } from "../store/query";
+import { attemptOutcomes } from "../store/schema";
 import { requireScope } from "./auth";
 import type { AppEnv } from "./context";
 import { ApiError } from "./errors";
 import { instant, windowRefinement } from "./events";
 import { rfc3339 } from "./format";
-import { cursorField, limitField, page } from "./pagination";
+import { cursorField, encodeCursor, limitField } from "./pagination";
 import { ownedDestination } from "./destinations";
 import { validate } from "./validation";
 import { Attempt, doc, list, Queued } from "./openapi";
@@ -25,7 +26,8 @@ const tags = ["Attempts"];
 
 /** One replay request queues at most this many events; narrow the window for more. */
 export const MAX_REPLAY_EVENTS = 10_000;
-const REPLAY_PAGE = 1000;
+/** Partitions one replay may read: two calls each, within a Worker invocation's subrequests. */
+export const MAX_REPLAY_PARTITIONS = 400;
 
 export const listAttemptsQuery = z
   .strictObject({
@@ -49,8 +51,7 @@ export const recoveryRoutes = new Hono<AppEnv>()
   .get("/:id/attempts", doc({ tags, summary: "List a destination's attempts", description: "Newest first; filter by outcome and time.", ok: { 200: { description: "A page of attempts.", schema: list(Attempt) } } }, [404, 422]), requireScope("webhooks:read"), validate("query", listAttemptsQuery), async (c) => {
     const dest = await ownedDestination(c, c.req.param("source_id"), c.req.param("id"));
     const q = c.req.valid("query");
-    const rows = await listAttempts(c.var.services, dest.id, { ...q, sinceMs: q.since, untilMs: q.until });
-    const { items, nextCursor } = page(rows, q.limit);
+    const { items, nextId } = await listAttempts(c.var.services, dest.sourceId, dest.id, { ...q, sinceMs: q.since, untilMs: q.until });
     return c.json(
       {
         data: items.map((a) => ({
@@ -65,39 +66,41 @@ export const recoveryRoutes = new Hono<AppEnv>()
           response_body: a.responseBody,
           created_at: rfc3339(a.createdAt),
         })),
-        next_cursor: nextCursor,
+        next_cursor: nextId === null ? null : encodeCursor(nextId),
       },
       200,
     );
   })
-  .post("/:id/replay", doc({ tags, summary: "Replay a window of events to a destination", description: "Events of the source in [since, until) that match the destination's filter; with `only_failed`, those whose delivery failed or was cancelled, or that arrived while it was disabled. At most 10,000 per request.", ok: { 202: { description: "Queued.", schema: Queued } } }, [400, 404, 409, 413, 415, 422]), requireScope("webhooks:write"), validate("json", replayBody), async (c) => {
+  .post("/:id/replay", doc({ tags, summary: "Replay a window of events to a destination", description: "Events of the source in [since, until) that match the destination's filter; with `only_failed`, those whose delivery failed or was cancelled, or that arrived while it was disabled. A delivery already pending is not queued twice (`already_pending`). At most 10,000 per request.", ok: { 202: { description: "Queued.", schema: Queued } } }, [400, 404, 409, 413, 415, 422]), requireScope("webhooks:write"), validate("json", replayBody), async (c) => {
     const s = c.var.services;
     const dest = await ownedDestination(c, c.req.param("source_id"), c.req.param("id"));
     if (!dest.enabled) {
       throw new ApiError("conflict", "The destination is disabled: PATCH enabled:true first, then replay.");
     }
     const body = c.req.valid("json");
-    const filter = JSON.parse(dest.eventFilter) as string[];
     const window = { sinceMs: body.since, untilMs: body.until ?? s.now() + 1 };
-
-    const ids: string[] = [];
-    let after: string | undefined;
-    for (;;) {
-      const rows = await eventsToReplay(s, dest.sourceId, dest.id, window, body.only_failed, REPLAY_PAGE, after);
-      for (const e of rows) if (matchesFilter(filter, e.type)) ids.push(e.id);
-      if (ids.length > MAX_REPLAY_EVENTS) {
-        throw new ApiError(
-          "validation_failed",
-          `The window holds more than ${MAX_REPLAY_EVENTS} events to replay; narrow it with since/until.`,
-          [{ field: "until", code: "window_too_large", message: `at most ${MAX_REPLAY_EVENTS} events per replay` }],
-        );
-      }
-      if (rows.length < REPLAY_PAGE) break;
-      after = rows[rows.length - 1]!.id;
+    const q = {
+      destination: { id: dest.id, eventFilter: JSON.parse(dest.eventFilter) as string[] },
+      low: idBoundAt(window.sinceMs, "low"),
+      high: idBoundAt(window.untilMs, "low"),
+      onlyFailed: body.only_failed,
+    };
+    const refs = await partitionsIn(s, dest.sourceId, window);
+    if (refs.length > MAX_REPLAY_PARTITIONS) throw tooWide(`The window spans more than ${MAX_REPLAY_PARTITIONS} partitions; narrow it with since/until.`);
+    // First how many, so a window too large queues nothing; then the queuing itself.
+    const limiter = new Limiter();
+    const counts = await Promise.all(refs.map((ref) => limiter.run("storage", () => s.store(ref).replayCount(q, MAX_REPLAY_EVENTS))));
+    if (counts.reduce((n, r) => n + r.queued, 0) > MAX_REPLAY_EVENTS) {
+      throw tooWide(`The window holds more than ${MAX_REPLAY_EVENTS} events to replay; narrow it with since/until.`);
     }
-    await sendAll<FanoutMessage>(
-      c.env.FANOUT_QUEUE,
-      ids.map((event_id) => ({ kind: "fanout", event_id, destination_ids: [dest.id], redeliver: true })),
+    const results = await Promise.all(
+      refs.map((ref, i) => (counts[i]!.queued > 0 ? limiter.run("storage", () => s.store(ref).replay(q)) : Promise.resolve(counts[i]!))),
     );
-    return c.json({ data: { queued: ids.length } }, 202);
+    return c.json(
+      { data: { queued: results.reduce((n, r) => n + r.queued, 0), already_pending: results.reduce((n, r) => n + r.alreadyPending, 0) } },
+      202,
+    );
   });
+
+const tooWide = (message: string) =>
+  new ApiError("validation_failed", message, [{ field: "until", code: "window_too_large", message }]);

@@ -78,6 +78,6 @@ export const sourceRoutes = new Hono<AppEnv>()
   })
   .delete("/:source_id", doc({ tags, summary: "Delete a source", description: "Cascades to its destinations, events and delivery attempts.", ok: { 204: { description: "Deleted." } } }, [404]), requireScope("webhooks:write"), async (c) => {
     const row = await ownedSource(c, c.req.param("source_id"));
-    await deleteSource(c.var.services, row.id);
+    await deleteSource(c.var.services, row);
     return c.body(null, 204);
   });

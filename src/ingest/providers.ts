@@ -149,7 +149,14 @@ export const adapters: Record<Provider, Adapter> = {
 /** The event type to store: the provider's, else `unknown`, at most 255 characters. */
 export function eventTypeOf(provider: Provider, req: IncomingRequest): string {
   const t = adapters[provider].eventType(req);
-  return t && t.trim() !== "" ? t.slice(0, MAX_TYPE_LENGTH) : "unknown";
+  return t && t.trim() !== "" ? cutAtCodePoint(t, MAX_TYPE_LENGTH) : "unknown";
+}
+
+/** At most `max` UTF-16 units, never half of a surrogate pair. */
+export function cutAtCodePoint(text: string, max: number): string {
+  if (text.length <= max) return text;
+  const high = text.charCodeAt(max - 1);
+  return text.slice(0, high >= 0xd800 && high <= 0xdbff ? max - 1 : max);
 }
 
 export function deliveryIdOf(provider: Provider, req: IncomingRequest): string | undefined {

@@ -1,25 +1,24 @@
 /**
  * `POST /in/:ingest_key`: where providers send events. No API key: the unguessable
  * ingest key is the capability. The request is answered as soon as the event is
- * durable in D1 and its fan-out is guaranteed; forwarding never happens here.
+ * durable in its partition, which fans it out itself (its outbox, drained right after
+ * and retried by its alarm): forwarding never happens here.
  *
- * The hot path is: one indexed read of the source, the signature check (in memory),
- * one insert, one queue send.
+ * The hot path is: the source from the isolate's cache (ingest/sources.ts), the
+ * signature check (in memory), one call to the partition (dedupe and insert together).
  */
-import { eq } from "drizzle-orm";
 import { Hono } from "hono";
 import { describeRoute, resolver } from "hono-openapi";
 import { z } from "zod";
 import { ErrorEnvelope } from "../http/openapi";
-import { and } from "drizzle-orm";
 import type { AppEnv } from "../http/context";
 import { ApiError, notFound } from "../http/errors";
-import { newId } from "../db/ids";
-import { events, sources } from "../db/schema";
 import { log } from "../log";
+import { dayOf, dayStart, shardFor } from "../store/ids";
 import { secretContext } from "../security/secrets";
 import { adapters, deliveryIdOf, eventTypeOf, type IncomingRequest } from "./providers";
 import { keptHeaders } from "./headers";
+import { forgetIngestSource, sourceForIngest } from "./sources";
 
 const INGEST_KEY = /^src_[A-Za-z0-9_-]{32}$/;
 
@@ -74,11 +73,7 @@ export const ingestRoutes = new Hono<AppEnv>().post("/:ingest_key", ingestDoc, a
   const s = c.var.services;
   const key = c.req.param("ingest_key");
   if (!INGEST_KEY.test(key)) throw notFound("source");
-  const source = await s.db
-    .select({ id: sources.id, provider: sources.provider, secret: sources.signingSecretCiphertext })
-    .from(sources)
-    .where(eq(sources.ingestKey, key))
-    .get();
+  const source = await sourceForIngest(s, key);
   if (!source) throw notFound("source");
 
   const bytes = await readBounded(c.req.raw, s.config.maxBodyBytes);
@@ -91,19 +86,26 @@ export const ingestRoutes = new Hono<AppEnv>().post("/:ingest_key", ingestDoc, a
   } catch {
     throw new ApiError("unsupported_media_type", "The event body must be UTF-8 text (JSON or otherwise).");
   }
+  // Parsed once, for the type and the delivery id; the body itself is stored and
+  // forwarded as received. JSON.parse refuses a leading BOM: such a body is read without
+  // it, but forwarded as text, never spliced in as JSON.
   let json: unknown;
+  let payloadIsJson = false;
   try {
-    // For reading the type and the delivery id only: JSON.parse refuses a leading BOM.
-    const text = body.charCodeAt(0) === 0xfeff ? body.slice(1) : body;
-    json = text === "" ? undefined : JSON.parse(text);
+    json = JSON.parse(body);
+    payloadIsJson = true;
   } catch {
-    json = undefined;
+    try {
+      json = body.charCodeAt(0) === 0xfeff ? JSON.parse(body.slice(1)) : undefined;
+    } catch {
+      json = undefined;
+    }
   }
   const now = s.now();
   const incoming: IncomingRequest = { headers: c.req.raw.headers, body, json, nowSeconds: Math.floor(now / 1000) };
 
-  if (source.secret !== null) {
-    const secret = await s.secrets.decrypt(source.secret, secretContext.source(source.id));
+  if (source.secretCiphertext !== null) {
+    const secret = await s.secrets.decrypt(source.secretCiphertext, secretContext.source(source.id));
     const verdict = await adapters[source.provider].verify(secret, incoming);
     if (!verdict.ok) {
       log("info", "ingest_signature_rejected", { source_id: source.id, reason: verdict.reason });
@@ -112,38 +114,28 @@ export const ingestRoutes = new Hono<AppEnv>().post("/:ingest_key", ingestDoc, a
   }
 
   const dedupeKey = deliveryIdOf(source.provider, incoming) ?? null;
-  const id = newId(now);
-  const inserted = await s.db
-    .insert(events)
-    .values({
-      id,
-      sourceId: source.id,
-      type: eventTypeOf(source.provider, incoming),
-      dedupeKey,
-      payload: body,
-      headers: JSON.stringify(keptHeaders(c.req.raw.headers)),
-      status: "pending",
-      receivedAt: now,
-    })
-    .onConflictDoNothing()
-    .returning({ id: events.id })
-    .get();
-
-  if (!inserted) {
+  const shards = s.config.eventShards;
+  const event = {
+    type: eventTypeOf(source.provider, incoming),
+    dedupeKey,
+    payload: body,
+    payloadIsJson,
+    headers: keptHeaders(c.req.raw.headers),
+    receivedAt: now,
+  };
+  const ref = { sourceId: source.id, day: dayOf(now), shard: shardFor(dedupeKey, shards) };
+  let result = await s.store(ref).ingest(event, shards);
+  if (result.kind === "sealed") {
+    // Our clock is behind the partition that closed this day: the event belongs to the next.
+    result = await s.store({ ...ref, day: ref.day + 1 }).ingest({ ...event, receivedAt: Math.max(now, dayStart(ref.day + 1)) }, shards);
+  }
+  if (result.kind === "source_gone" || result.kind === "sealed") {
+    forgetIngestSource(key);
+    throw notFound("source");
+  }
+  if (result.kind === "duplicate") {
     // Seen before: answer with the first event's id; no second fan-out.
-    const first = await s.db
-      .select({ id: events.id })
-      .from(events)
-      .where(and(eq(events.sourceId, source.id), eq(events.dedupeKey, dedupeKey!)))
-      .get();
-    return c.json({ data: { event_id: first?.id ?? null, duplicate: true } }, 200);
+    return c.json({ data: { event_id: result.eventId, duplicate: true } }, 200);
   }
-
-  try {
-    await c.env.FANOUT_QUEUE.send({ kind: "fanout", event_id: id });
-  } catch (err) {
-    // The event is durable and stays `pending`: the cron sweep enqueues it again.
-    log("error", "fanout_enqueue_failed", { event_id: id, error: err instanceof Error ? err.message : String(err) });
-  }
-  return c.json({ data: { event_id: id } }, 202);
+  return c.json({ data: { event_id: result.eventId } }, 202);
 });

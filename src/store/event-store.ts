@@ -1,0 +1,631 @@
+/**
+ * EventStore: one SQLite-backed Durable Object per partition (source, UTC day, shard),
+ * named `source/day/shard` (src/store/ids.ts). It holds the events that source received
+ * that day in that shard, their deliveries, the attempts made that day for deliveries of
+ * this shard, and an outbox of queue messages not yet sent. Nothing of it lives in D1
+ * but one bookkeeping row per source and day (src/db/partitions.ts).
+ *
+ * - ingest: dedupe and insert in one call; the event's fan-out is queued in the same
+ *   transaction (it is `pending`), and carried out by the object itself right after
+ *   (`drain`), retried by its alarm until done.
+ * - fan-out (drain): the source's enabled destinations, `targetsFor` each event, one
+ *   delivery row and one deliver message (outbox) per target, atomically.
+ * - claim / record: the deliver consumer claims the deliveries of its messages, attempts
+ *   them, and records the attempts and the deliveries' new state, a batch per call.
+ * - retention: the alarm drops the whole partition (`deleteAll`) once its day is older
+ *   than RETENTION_DAYS, whatever it holds.
+ */
+import { DurableObject } from "cloudflare:workers";
+import { and, asc, desc, eq, gte, inArray, lt, sql } from "drizzle-orm";
+import { drizzle, type DrizzleSqliteDODatabase } from "drizzle-orm/durable-sqlite";
+import { migrate } from "drizzle-orm/durable-sqlite/migrator";
+import migrations from "../../drizzle/store/migrations.js";
+import type { Env } from "../config";
+import { deliverMessage, sendAll, type DeliverMessage } from "../delivery/messages";
+import { targetsFor } from "../delivery/targets";
+import { log } from "../log";
+import { servicesFor, type Services } from "../services";
+import { targetsOf } from "../db/destinations";
+import { lookupChain, registerPartition, removePartitionBit, type Registration } from "../db/partitions";
+import { dayStart, DAY_MS, IdMaker, parsePartitionName, partitionName, type PartitionRef } from "./ids";
+import * as schema from "./schema";
+import { attempts, deliveries, events, outbox } from "./schema";
+import type {
+  AttemptRow,
+  ClaimItem,
+  ClaimResponse,
+  ClaimResult,
+  DeliverySummary,
+  EventDetail,
+  EventSummary,
+  IdRange,
+  IngestRequest,
+  IngestResult,
+  RecordRequest,
+  RecoveryResult,
+  ReplayQuery,
+  TargetDestination,
+} from "./types";
+
+/** Events fanned out per drain round, and outbox rows sent per round. */
+const DRAIN_EVENTS = 100;
+const FLUSH_ROWS = 500;
+/** A failed drain (D1 or the queue refusing) is retried by the alarm after this, doubling up to the cap. */
+const DRAIN_RETRY_MS = 1_000;
+const DRAIN_RETRY_MAX_MS = 300_000;
+/** The destinations of the source are read again after this, or at once when the API says they changed. */
+const TARGETS_TTL_MS = 60_000;
+/** Rows deleted per transaction when a destination's data is removed. */
+const PURGE_CHUNK = 5_000;
+
+type Db = DrizzleSqliteDODatabase<typeof schema>;
+
+const KV = {
+  registration: "registration",
+  sealed: "sealed",
+  dropAt: "drop_at",
+} as const;
+
+export class EventStore extends DurableObject<Env> {
+  private readonly db: Db;
+  private readonly ref: PartitionRef;
+  private readonly ids: IdMaker;
+  private readonly s: Services;
+  /** The clock: tests replace it to move the partition through its retention. */
+  now: () => number = () => Date.now();
+  private draining: Promise<void> | null = null;
+  private drainAgain = false;
+  private drainFailures = 0;
+  private targets: { epoch: number; at: number; list: TargetDestination[] } | null = null;
+  private targetsEpoch = 0;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    const ref = parsePartitionName(ctx.id.name ?? "");
+    if (!ref) throw new Error("an EventStore is named source/day/shard");
+    this.ref = ref;
+    this.ids = new IdMaker(ref.shard);
+    this.s = servicesFor(env);
+    this.db = drizzle(ctx.storage, { schema });
+    // Only a partition that holds something has tables: a stray call to one that was
+    // dropped (or never written) must not bring it back as empty storage.
+    if (this.registration) ctx.blockConcurrencyWhile(() => migrate(this.db, migrations));
+  }
+
+  private get registration(): Registration | undefined {
+    return this.ctx.storage.kv.get<Registration>(KV.registration);
+  }
+
+  /** First write: the tables, the bookkeeping row in D1, the retention alarm. */
+  private async register(shards: number): Promise<Registration | "source_gone"> {
+    const existing = this.registration;
+    if (existing) return existing;
+    const reg = await registerPartition(this.s, this.ref, shards, this.now());
+    if (reg === "source_gone") return reg;
+    if (this.registration) return this.registration; // a concurrent first write got here first
+    await migrate(this.db, migrations);
+    const dropAt = dayStart(this.ref.day + 1 + this.s.config.retentionDays);
+    this.ctx.storage.kv.put(KV.dropAt, dropAt);
+    this.ctx.storage.kv.put(KV.registration, reg);
+    await this.armAlarm();
+    return reg;
+  }
+
+  // ---- ingest -------------------------------------------------------------------------
+
+  /** Stores one event (or finds it a duplicate) and guarantees its fan-out. */
+  async ingest(req: IngestRequest, shards: number): Promise<IngestResult> {
+    if (this.ctx.storage.kv.get<boolean>(KV.sealed)) return { kind: "sealed" };
+    const reg = await this.register(shards);
+    if (reg === "source_gone") return { kind: "source_gone" };
+
+    if (req.dedupeKey !== null) {
+      const first = this.eventIdByKey(req.dedupeKey);
+      if (first) return { kind: "duplicate", eventId: first };
+      // The window spans midnight: the key may be in an earlier partition of its chain.
+      for (const ref of lookupChain(this.ref, reg, req.dedupeKey)) {
+        const found = await this.env.EVENT_STORE.getByName(partitionName(ref)).lookupKey(req.dedupeKey);
+        if (found) return { kind: "duplicate", eventId: found };
+      }
+    }
+    const start = dayStart(this.ref.day);
+    const id = this.ids.next(Math.min(Math.max(req.receivedAt, start), start + DAY_MS - 1));
+    const inserted = this.db
+      .insert(events)
+      .values({
+        id,
+        type: req.type,
+        dedupeKey: req.dedupeKey,
+        payload: req.payload,
+        payloadIsJson: req.payloadIsJson,
+        headers: req.headers,
+        status: "pending",
+        receivedAt: req.receivedAt,
+      })
+      .onConflictDoNothing()
+      .returning({ id: events.id })
+      .get();
+    if (!inserted) {
+      // A concurrent request with the same key won the insert while we looked elsewhere.
+      return { kind: "duplicate", eventId: this.eventIdByKey(req.dedupeKey!)! };
+    }
+    this.scheduleDrain();
+    return { kind: "stored", eventId: id };
+  }
+
+  private eventIdByKey(key: string): string | undefined {
+    return this.db.select({ id: events.id }).from(events).where(eq(events.dedupeKey, key)).get()?.id;
+  }
+
+  /**
+   * Whether this partition holds an event with this provider delivery id. Asked by the
+   * partitions of a later day; from then on this one takes no new events ("sealed"), so
+   * a key it does not hold now it never will.
+   */
+  async lookupKey(key: string): Promise<string | null> {
+    if (!this.registration) return null;
+    if (!this.ctx.storage.kv.get<boolean>(KV.sealed)) this.ctx.storage.kv.put(KV.sealed, true);
+    return this.eventIdByKey(key) ?? null;
+  }
+
+  // ---- fan-out ------------------------------------------------------------------------
+
+  /** The API changed this source's destinations: read them again before the next fan-out. */
+  async invalidateTargets(): Promise<void> {
+    this.targetsEpoch++;
+  }
+
+  private async loadTargets(): Promise<TargetDestination[]> {
+    const t = this.targets;
+    const now = this.now();
+    if (t && t.epoch === this.targetsEpoch && now - t.at < TARGETS_TTL_MS) return t.list;
+    const epoch = this.targetsEpoch;
+    const list = await targetsOf(this.s, this.ref.sourceId);
+    this.targets = { epoch, at: now, list };
+    return list;
+  }
+
+  /** Fan-out and outbox, now and off the caller's path; a single one runs at a time. */
+  private scheduleDrain(): void {
+    if (this.draining) {
+      this.drainAgain = true;
+      return;
+    }
+    this.draining = this.drain().finally(() => {
+      this.draining = null;
+    });
+    this.ctx.waitUntil(this.draining);
+  }
+
+  private async drain(): Promise<void> {
+    try {
+      do {
+        this.drainAgain = false;
+        while (await this.fanoutRound()) {
+          /* another round while events wait */
+        }
+        await this.flushOutbox();
+      } while (this.drainAgain);
+      this.drainFailures = 0;
+    } catch (err) {
+      this.drainFailures++;
+      log("error", "partition_drain_failed", { partition: partitionName(this.ref), failures: this.drainFailures, error: errorName(err) });
+    }
+    await this.armAlarm();
+  }
+
+  /** One round of fan-out: up to DRAIN_EVENTS pending events. Returns whether it did any. */
+  private async fanoutRound(): Promise<boolean> {
+    const pending = this.db
+      .select({ id: events.id, type: events.type })
+      .from(events)
+      .where(eq(events.status, "pending"))
+      .orderBy(asc(events.id))
+      .limit(DRAIN_EVENTS)
+      .all();
+    if (pending.length === 0) return false;
+    const targets = await this.loadTargets();
+    const now = this.now();
+    this.db.transaction((tx) => {
+      for (const e of pending) {
+        // Still pending: a concurrent round may have taken it while we read D1.
+        const fresh = tx.update(events).set({ status: "dispatched" }).where(and(eq(events.id, e.id), eq(events.status, "pending"))).returning({ id: events.id }).get();
+        if (!fresh) continue;
+        for (const destinationId of targetsFor(targets, e)) this.queueDelivery(tx, e.id, destinationId, now);
+      }
+    });
+    return true;
+  }
+
+  /** A new pending delivery, or an existing one put back to pending, with its message in the outbox. */
+  private queueDelivery(tx: Db, eventId: string, destinationId: string, now: number, existing?: { id: string }): void {
+    const token = newToken();
+    let deliveryId: string;
+    if (existing) {
+      deliveryId = existing.id;
+      tx.update(deliveries)
+        .set({ status: "pending", token, claimedBy: null, claimedUntil: 0, attemptsInRun: 0, nextAttemptAt: now, updatedAt: now })
+        .where(eq(deliveries.id, deliveryId))
+        .run();
+    } else {
+      deliveryId = this.ids.next(Math.max(now, dayStart(this.ref.day)));
+      tx.insert(deliveries)
+        .values({ id: deliveryId, eventId, destinationId, status: "pending", token, nextAttemptAt: now, createdAt: now, updatedAt: now })
+        .run();
+    }
+    this.enqueue(tx, deliverMessage(this.ref, { deliveryId, eventId, destinationId, token }), 0, now);
+  }
+
+  private enqueue(tx: Db, msg: DeliverMessage, delaySeconds: number, now: number): void {
+    tx.insert(outbox).values({ kind: "deliver", destinationId: msg.destination_id, body: msg, delaySeconds, createdAt: now }).run();
+  }
+
+  /** Sends what the outbox holds, oldest first, and forgets each message once the queue has it. */
+  private async flushOutbox(): Promise<void> {
+    for (;;) {
+      const rows = this.db.select().from(outbox).orderBy(asc(outbox.seq)).limit(FLUSH_ROWS).all();
+      if (rows.length === 0) return;
+      await sendAll(this.s.queues.deliver, rows.map((r) => ({ body: r.body as DeliverMessage, delaySeconds: r.delaySeconds })));
+      this.db.delete(outbox).where(inArray(outbox.seq, rows.map((r) => r.seq))).run();
+      if (rows.length < FLUSH_ROWS) return;
+    }
+  }
+
+  // ---- claim and record ---------------------------------------------------------------
+
+  /**
+   * Claims deliveries for attempts: each for the message asking, until the attempt's
+   * time limit has passed. A message whose token is not the delivery's current one is
+   * stale; a delivery another message holds is busy. Payloads are returned up to
+   * `budgetBytes` in all (at least one): the rest is deferred to a later call.
+   */
+  async claim(items: ClaimItem[], budgetBytes: number): Promise<ClaimResponse> {
+    if (!this.registration) return { results: items.map((i) => ({ kind: "drop", deliveryId: i.deliveryId, reason: "gone" })), events: [] };
+    const now = this.now();
+    const until = now + this.s.config.deliveryTimeoutMs + 60_000;
+    const results: ClaimResult[] = [];
+    const loaded = new Map<string, ClaimResponse["events"][number]>();
+    let bytes = 0;
+    for (const item of items) {
+      const d = this.db.select().from(deliveries).where(eq(deliveries.id, item.deliveryId)).get();
+      if (!d) results.push({ kind: "drop", deliveryId: item.deliveryId, reason: "gone" });
+      else if (d.token !== item.token) results.push({ kind: "drop", deliveryId: d.id, reason: "stale" });
+      else if (d.status !== "pending") results.push({ kind: "drop", deliveryId: d.id, reason: "settled" });
+      else if (d.claimedUntil > now && d.claimedBy !== item.messageId) results.push({ kind: "busy", deliveryId: d.id, retryInMs: d.claimedUntil - now });
+      else {
+        let event = loaded.get(d.eventId);
+        if (!event) {
+          const size = this.db.select({ n: sql<number>`length(CAST(${events.payload} AS BLOB))` }).from(events).where(eq(events.id, d.eventId)).get();
+          if (!size) {
+            results.push({ kind: "drop", deliveryId: d.id, reason: "gone" });
+            continue;
+          }
+          if (loaded.size > 0 && bytes + size.n > budgetBytes) {
+            results.push({ kind: "deferred", deliveryId: d.id });
+            continue;
+          }
+          bytes += size.n;
+          event = this.db
+            .select({ id: events.id, type: events.type, payload: events.payload, payloadIsJson: events.payloadIsJson })
+            .from(events)
+            .where(eq(events.id, d.eventId))
+            .get()!;
+          loaded.set(d.eventId, event);
+        }
+        this.db.update(deliveries).set({ claimedBy: item.messageId, claimedUntil: until }).where(eq(deliveries.id, d.id)).run();
+        results.push({ kind: "claimed", deliveryId: d.id, eventId: d.eventId, destinationId: d.destinationId, attemptCount: d.attemptCount, attemptsInRun: d.attemptsInRun });
+      }
+    }
+    return { results, events: [...loaded.values()] };
+  }
+
+  /**
+   * Writes attempts (made on this partition's day) and the new state of deliveries (of
+   * this partition) in one transaction. A settlement counts only while its message still
+   * holds the claim with the current token; it returns whether each did. A retry puts a
+   * new token on the delivery and its next message in the outbox, with its delay.
+   */
+  async record(req: RecordRequest): Promise<boolean[]> {
+    if (!this.registration) {
+      // An attempt of an older event on a day this shard has not written yet.
+      if (req.settlements.length > 0 || req.attempts.length === 0) return req.settlements.map(() => false);
+      const reg = await this.register(1);
+      if (reg === "source_gone") return [];
+    }
+    const now = this.now();
+    let queued = false;
+    const settled = this.db.transaction((tx) => {
+      for (const a of req.attempts) tx.insert(attempts).values(a).onConflictDoNothing().run();
+      return req.settlements.map((st) => {
+        const d = tx.select().from(deliveries).where(eq(deliveries.id, st.deliveryId)).get();
+        if (!d || d.token !== st.token || d.claimedBy !== st.messageId || d.status !== "pending") return false;
+        const retry = st.retryAfterSeconds !== undefined;
+        const token = retry ? newToken() : d.token;
+        tx.update(deliveries)
+          .set({
+            status: st.status,
+            token,
+            claimedBy: null,
+            claimedUntil: 0,
+            attemptCount: d.attemptCount + 1,
+            attemptsInRun: d.attemptsInRun + 1,
+            nextAttemptAt: retry ? st.attempt.createdAt + st.retryAfterSeconds! * 1000 : null,
+            lastAttemptId: st.attempt.id,
+            lastAttemptAt: st.attempt.createdAt,
+            lastOutcome: st.attempt.outcome,
+            lastStatusCode: st.attempt.statusCode,
+            lastError: st.attempt.error,
+            lastDurationMs: st.attempt.durationMs,
+            updatedAt: now,
+          })
+          .where(eq(deliveries.id, d.id))
+          .run();
+        if (retry) {
+          this.enqueue(tx, deliverMessage(this.ref, { deliveryId: d.id, eventId: d.eventId, destinationId: d.destinationId, token }), st.retryAfterSeconds!, now);
+          queued = true;
+        }
+        return true;
+      });
+    });
+    if (queued) this.scheduleDrain();
+    return settled;
+  }
+
+  /**
+   * A deliver message that reached the dead-letter queue: if it is still its delivery's
+   * current one, the delivery fails, with an attempt saying why.
+   */
+  async deadLetter(
+    deliveryId: string,
+    token: string,
+    a: { id: string; error: string; createdAt: number; sameDay: boolean },
+  ): Promise<{ attempt: AttemptRow; sameDay: boolean } | null> {
+    if (!this.registration) return null;
+    const d = this.db.select().from(deliveries).where(eq(deliveries.id, deliveryId)).get();
+    if (!d || d.token !== token || d.status !== "pending") return null;
+    const attempt: AttemptRow = {
+      id: a.id,
+      deliveryId,
+      eventId: d.eventId,
+      destinationId: d.destinationId,
+      number: d.attemptCount + 1,
+      outcome: "failed",
+      statusCode: null,
+      error: a.error,
+      durationMs: 0,
+      responseBody: null,
+      createdAt: a.createdAt,
+    };
+    this.db.transaction((tx) => {
+      if (a.sameDay) tx.insert(attempts).values(attempt).onConflictDoNothing().run();
+      tx.update(deliveries)
+        .set({
+          status: "failed",
+          claimedBy: null,
+          claimedUntil: 0,
+          attemptCount: d.attemptCount + 1,
+          attemptsInRun: d.attemptsInRun + 1,
+          nextAttemptAt: null,
+          lastAttemptId: attempt.id,
+          lastAttemptAt: attempt.createdAt,
+          lastOutcome: "failed",
+          lastStatusCode: null,
+          lastError: attempt.error,
+          lastDurationMs: 0,
+          updatedAt: this.now(),
+        })
+        .where(eq(deliveries.id, deliveryId))
+        .run();
+    });
+    return { attempt, sameDay: a.sameDay };
+  }
+
+  // ---- reads --------------------------------------------------------------------------
+
+  /** Events newest first within an id range, optionally of one type. */
+  async listEvents(range: IdRange & { type?: string | undefined }): Promise<EventSummary[]> {
+    if (!this.registration) return [];
+    return this.db
+      .select({ id: events.id, type: events.type, status: events.status, receivedAt: events.receivedAt })
+      .from(events)
+      .where(and(range.type !== undefined ? eq(events.type, range.type) : undefined, ...idBounds(events.id, range)))
+      .orderBy(desc(events.id))
+      .limit(range.limit)
+      .all();
+  }
+
+  /** One event with its payload, headers and each delivery's state and last attempt. */
+  async getEvent(id: string): Promise<EventDetail | null> {
+    if (!this.registration) return null;
+    const e = this.db.select().from(events).where(eq(events.id, id)).get();
+    if (!e) return null;
+    const rows = this.db.select().from(deliveries).where(eq(deliveries.eventId, id)).orderBy(asc(deliveries.id)).all();
+    const summaries: DeliverySummary[] = rows.map((d) => ({
+      id: d.id,
+      destinationId: d.destinationId,
+      status: d.status,
+      attemptCount: d.attemptCount,
+      lastAttempt:
+        d.lastAttemptId === null
+          ? null
+          : {
+              id: d.lastAttemptId,
+              number: d.attemptCount,
+              outcome: d.lastOutcome!,
+              statusCode: d.lastStatusCode,
+              error: d.lastError,
+              durationMs: d.lastDurationMs ?? 0,
+              createdAt: d.lastAttemptAt!,
+            },
+    }));
+    return {
+      id: e.id,
+      type: e.type,
+      status: e.status,
+      receivedAt: e.receivedAt,
+      payload: e.payload,
+      payloadIsJson: e.payloadIsJson,
+      headers: e.headers,
+      deliveries: summaries,
+    };
+  }
+
+  /** A destination's attempts made on this day, newest first. */
+  async listAttempts(destinationId: string, range: IdRange & { outcome?: AttemptRow["outcome"] | undefined }): Promise<AttemptRow[]> {
+    if (!this.registration) return [];
+    return this.db
+      .select()
+      .from(attempts)
+      .where(
+        and(
+          eq(attempts.destinationId, destinationId),
+          range.outcome !== undefined ? eq(attempts.outcome, range.outcome) : undefined,
+          ...idBounds(attempts.id, range),
+        ),
+      )
+      .orderBy(desc(attempts.id))
+      .limit(range.limit)
+      .all();
+  }
+
+  // ---- recovery -----------------------------------------------------------------------
+
+  /**
+   * Queues an event again: to the destinations named, or to those of `targets` that
+   * match it. A delivery already pending is left as it is (counted, not queued twice);
+   * any other goes back to pending at the start of the retry schedule, with the same
+   * event id (so the same webhook-id). Null when the event is not here.
+   */
+  async redeliver(eventId: string, targets: TargetDestination[], named: boolean): Promise<RecoveryResult | null> {
+    if (!this.registration) return null;
+    const e = this.db.select({ id: events.id, type: events.type }).from(events).where(eq(events.id, eventId)).get();
+    if (!e) return null;
+    const ids = named ? targets.map((t) => t.id) : targetsFor(targets, e);
+    const result = this.requeue([e.id], ids);
+    return result;
+  }
+
+  /** Puts these events' deliveries to these destinations back in line, in one transaction. */
+  private requeue(eventIds: string[], destinationIds: string[]): RecoveryResult {
+    const now = this.now();
+    const result: RecoveryResult = { queued: 0, alreadyPending: 0 };
+    this.db.transaction((tx) => {
+      for (const eventId of eventIds) {
+        for (const destinationId of destinationIds) {
+          const d = tx
+            .select({ id: deliveries.id, status: deliveries.status })
+            .from(deliveries)
+            .where(and(eq(deliveries.eventId, eventId), eq(deliveries.destinationId, destinationId)))
+            .get();
+          if (d?.status === "pending") {
+            result.alreadyPending++;
+            continue;
+          }
+          this.queueDelivery(tx, eventId, destinationId, now, d);
+          result.queued++;
+        }
+      }
+      // An event still waiting for its first fan-out has its deliveries now.
+      tx.update(events).set({ status: "dispatched" }).where(and(inArray(events.id, eventIds), eq(events.status, "pending"))).run();
+    });
+    if (result.queued > 0) this.scheduleDrain();
+    return result;
+  }
+
+  /** The events of a replay window here, oldest first, split into those to queue and those already pending. */
+  private replaySelection(q: ReplayQuery, limit: number): { toQueue: string[]; alreadyPending: number } {
+    const rows = this.db
+      .select({ id: events.id, type: events.type, status: deliveries.status })
+      .from(events)
+      .leftJoin(deliveries, and(eq(deliveries.eventId, events.id), eq(deliveries.destinationId, q.destination.id)))
+      .where(and(gte(events.id, q.low), lt(events.id, q.high)))
+      .orderBy(asc(events.id))
+      .all();
+    const toQueue: string[] = [];
+    let alreadyPending = 0;
+    for (const r of rows) {
+      if (targetsFor([q.destination], r).length === 0) continue;
+      if (r.status === "pending") alreadyPending++;
+      else if (!q.onlyFailed || r.status === null || r.status === "failed" || r.status === "cancelled") {
+        toQueue.push(r.id);
+        if (toQueue.length > limit) break;
+      }
+    }
+    return { toQueue, alreadyPending };
+  }
+
+  /** How many events a replay would queue here (stopping past `limit`), and how many are already pending. */
+  async replayCount(q: ReplayQuery, limit: number): Promise<RecoveryResult> {
+    if (!this.registration) return { queued: 0, alreadyPending: 0 };
+    const { toQueue, alreadyPending } = this.replaySelection(q, limit);
+    return { queued: toQueue.length, alreadyPending };
+  }
+
+  /** Queues the events of a replay window here to one destination, oldest first. */
+  async replay(q: ReplayQuery): Promise<RecoveryResult> {
+    if (!this.registration) return { queued: 0, alreadyPending: 0 };
+    const { toQueue, alreadyPending } = this.replaySelection(q, Number.MAX_SAFE_INTEGER);
+    const result = this.requeue(toQueue, [q.destination.id]);
+    return { queued: result.queued, alreadyPending: alreadyPending + result.alreadyPending };
+  }
+
+  // ---- removal and retention ----------------------------------------------------------
+
+  /**
+   * Removes what belongs to a deleted destination, a chunk at a time: returns true when
+   * nothing of it is left. Its messages still in the outbox go too.
+   */
+  async purgeDestination(destinationId: string): Promise<boolean> {
+    if (!this.registration) return true;
+    this.db.delete(outbox).where(eq(outbox.destinationId, destinationId)).run();
+    for (const table of [deliveries, attempts] as const) {
+      for (let i = 0; i < 10; i++) {
+        const ids = this.db.select({ id: table.id }).from(table).where(eq(table.destinationId, destinationId)).limit(PURGE_CHUNK).all();
+        if (ids.length === 0) break;
+        this.db.delete(table).where(inArray(table.id, ids.map((r) => r.id))).run();
+        if (ids.length === PURGE_CHUNK && i === 9) return false;
+      }
+    }
+    return true;
+  }
+
+  /** Drops the whole partition: its data, its alarm, its D1 bookkeeping bit. */
+  async drop(): Promise<void> {
+    const wasRegistered = this.registration !== undefined;
+    await this.ctx.storage.deleteAll();
+    this.targets = null;
+    if (wasRegistered) await removePartitionBit(this.s, this.ref);
+    log("info", "partition_dropped", { partition: partitionName(this.ref) });
+  }
+
+  override async alarm(): Promise<void> {
+    const dropAt = this.ctx.storage.kv.get<number>(KV.dropAt);
+    if (dropAt !== undefined && this.now() >= dropAt) return this.drop();
+    if (!this.draining) this.scheduleDrain();
+    await this.draining;
+  }
+
+  /** The next alarm: a drain retry while work is left, else the retention drop. */
+  private async armAlarm(): Promise<void> {
+    const dropAt = this.ctx.storage.kv.get<number>(KV.dropAt);
+    if (dropAt === undefined) return;
+    const workLeft =
+      this.db.select({ n: sql<number>`1` }).from(outbox).limit(1).get() !== undefined ||
+      this.db.select({ n: sql<number>`1` }).from(events).where(eq(events.status, "pending")).limit(1).get() !== undefined;
+    const retryIn = Math.min(DRAIN_RETRY_MS * 2 ** Math.max(0, this.drainFailures - 1), DRAIN_RETRY_MAX_MS);
+    const at = workLeft ? Math.min(this.now() + retryIn, dropAt) : dropAt;
+    if ((await this.ctx.storage.getAlarm()) !== at) await this.ctx.storage.setAlarm(at);
+  }
+}
+
+function idBounds(column: typeof events.id | typeof attempts.id, r: IdRange) {
+  return [r.low !== undefined ? gte(column, r.low) : undefined, r.high !== undefined ? lt(column, r.high) : undefined];
+}
+
+function newToken(): string {
+  return crypto.randomUUID();
+}
+
+function errorName(err: unknown): string {
+  return err instanceof Error ? err.name : "unknown";
+}
