@@ -16,8 +16,8 @@
  *   than RETENTION_DAYS, whatever it holds.
  */
 import { DurableObject } from "cloudflare:workers";
-import { and, asc, desc, eq, gte, inArray, lt, sql } from "drizzle-orm";
-import { drizzle, type DrizzleSqliteDODatabase } from "drizzle-orm/durable-sqlite";
+import { and, asc, eq, inArray, sql } from "drizzle-orm";
+import { drizzle } from "drizzle-orm/durable-sqlite";
 import { migrate } from "drizzle-orm/durable-sqlite/migrator";
 import migrations from "../../drizzle/store/migrations.js";
 import type { Env } from "../config";
@@ -28,6 +28,7 @@ import { servicesFor, type Services } from "../services";
 import { targetsOf } from "../db/destinations";
 import { lookupChain, registerPartition, removePartitionBit, type Registration } from "../db/partitions";
 import { dayStart, DAY_MS, IdMaker, parsePartitionName, partitionName, type PartitionRef } from "./ids";
+import { attemptsPage, deliveriesOfEvent, destinationRows, eventsPage, pendingEvents, replayPage, type PartitionDb } from "./queries";
 import * as schema from "./schema";
 import { attempts, deliveries, events, outbox } from "./schema";
 import type {
@@ -57,8 +58,10 @@ const DRAIN_RETRY_MAX_MS = 300_000;
 const TARGETS_TTL_MS = 60_000;
 /** Rows deleted per transaction when a destination's data is removed. */
 const PURGE_CHUNK = 5_000;
+/** Events read per step of a replay's selection. */
+const REPLAY_PAGE = 1_000;
 
-type Db = DrizzleSqliteDODatabase<typeof schema>;
+type Db = PartitionDb;
 
 const KV = {
   registration: "registration",
@@ -216,13 +219,7 @@ export class EventStore extends DurableObject<Env> {
 
   /** One round of fan-out: up to DRAIN_EVENTS pending events. Returns whether it did any. */
   private async fanoutRound(): Promise<boolean> {
-    const pending = this.db
-      .select({ id: events.id, type: events.type })
-      .from(events)
-      .where(eq(events.status, "pending"))
-      .orderBy(asc(events.id))
-      .limit(DRAIN_EVENTS)
-      .all();
+    const pending = pendingEvents(this.db, DRAIN_EVENTS).all();
     if (pending.length === 0) return false;
     const targets = await this.loadTargets();
     const now = this.now();
@@ -425,13 +422,7 @@ export class EventStore extends DurableObject<Env> {
   /** Events newest first within an id range, optionally of one type. */
   async listEvents(range: IdRange & { type?: string | undefined }): Promise<EventSummary[]> {
     if (!this.registration) return [];
-    return this.db
-      .select({ id: events.id, type: events.type, status: events.status, receivedAt: events.receivedAt })
-      .from(events)
-      .where(and(range.type !== undefined ? eq(events.type, range.type) : undefined, ...idBounds(events.id, range)))
-      .orderBy(desc(events.id))
-      .limit(range.limit)
-      .all();
+    return eventsPage(this.db, range).all();
   }
 
   /** One event with its payload, headers and each delivery's state and last attempt. */
@@ -439,7 +430,7 @@ export class EventStore extends DurableObject<Env> {
     if (!this.registration) return null;
     const e = this.db.select().from(events).where(eq(events.id, id)).get();
     if (!e) return null;
-    const rows = this.db.select().from(deliveries).where(eq(deliveries.eventId, id)).orderBy(asc(deliveries.id)).all();
+    const rows = deliveriesOfEvent(this.db, id).all();
     const summaries: DeliverySummary[] = rows.map((d) => ({
       id: d.id,
       destinationId: d.destinationId,
@@ -473,19 +464,7 @@ export class EventStore extends DurableObject<Env> {
   /** A destination's attempts made on this day, newest first. */
   async listAttempts(destinationId: string, range: IdRange & { outcome?: AttemptRow["outcome"] | undefined }): Promise<AttemptRow[]> {
     if (!this.registration) return [];
-    return this.db
-      .select()
-      .from(attempts)
-      .where(
-        and(
-          eq(attempts.destinationId, destinationId),
-          range.outcome !== undefined ? eq(attempts.outcome, range.outcome) : undefined,
-          ...idBounds(attempts.id, range),
-        ),
-      )
-      .orderBy(desc(attempts.id))
-      .limit(range.limit)
-      .all();
+    return attemptsPage(this.db, destinationId, range).all();
   }
 
   // ---- recovery -----------------------------------------------------------------------
@@ -534,24 +513,22 @@ export class EventStore extends DurableObject<Env> {
 
   /** The events of a replay window here, oldest first, split into those to queue and those already pending. */
   private replaySelection(q: ReplayQuery, limit: number): { toQueue: string[]; alreadyPending: number } {
-    const rows = this.db
-      .select({ id: events.id, type: events.type, status: deliveries.status })
-      .from(events)
-      .leftJoin(deliveries, and(eq(deliveries.eventId, events.id), eq(deliveries.destinationId, q.destination.id)))
-      .where(and(gte(events.id, q.low), lt(events.id, q.high)))
-      .orderBy(asc(events.id))
-      .all();
     const toQueue: string[] = [];
     let alreadyPending = 0;
-    for (const r of rows) {
-      if (targetsFor([q.destination], r).length === 0) continue;
-      if (r.status === "pending") alreadyPending++;
-      else if (!q.onlyFailed || r.status === null || r.status === "failed" || r.status === "cancelled") {
-        toQueue.push(r.id);
-        if (toQueue.length > limit) break;
+    let after: string | undefined;
+    for (;;) {
+      const rows = replayPage(this.db, q.destination.id, q.low, q.high, after, REPLAY_PAGE).all();
+      for (const r of rows) {
+        if (targetsFor([q.destination], r).length === 0) continue;
+        if (r.status === "pending") alreadyPending++;
+        else if (!q.onlyFailed || r.status === null || r.status === "failed" || r.status === "cancelled") {
+          toQueue.push(r.id);
+          if (toQueue.length > limit) return { toQueue, alreadyPending };
+        }
       }
+      if (rows.length < REPLAY_PAGE) return { toQueue, alreadyPending };
+      after = rows[rows.length - 1]!.id;
     }
-    return { toQueue, alreadyPending };
   }
 
   /** How many events a replay would queue here (stopping past `limit`), and how many are already pending. */
@@ -580,7 +557,7 @@ export class EventStore extends DurableObject<Env> {
     this.db.delete(outbox).where(eq(outbox.destinationId, destinationId)).run();
     for (const table of [deliveries, attempts] as const) {
       for (let i = 0; i < 10; i++) {
-        const ids = this.db.select({ id: table.id }).from(table).where(eq(table.destinationId, destinationId)).limit(PURGE_CHUNK).all();
+        const ids = destinationRows(this.db, table, destinationId, PURGE_CHUNK).all();
         if (ids.length === 0) break;
         this.db.delete(table).where(inArray(table.id, ids.map((r) => r.id))).run();
         if (ids.length === PURGE_CHUNK && i === 9) return false;
@@ -616,10 +593,6 @@ export class EventStore extends DurableObject<Env> {
     const at = workLeft ? Math.min(this.now() + retryIn, dropAt) : dropAt;
     if ((await this.ctx.storage.getAlarm()) !== at) await this.ctx.storage.setAlarm(at);
   }
-}
-
-function idBounds(column: typeof events.id | typeof attempts.id, r: IdRange) {
-  return [r.low !== undefined ? gte(column, r.low) : undefined, r.high !== undefined ? lt(column, r.high) : undefined];
 }
 
 function newToken(): string {

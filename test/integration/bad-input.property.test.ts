@@ -8,7 +8,7 @@ import { env } from "cloudflare:workers";
 import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import { call, createAccount, createDestination, createSource, mailbox } from "../helpers/api";
-import { insertEvent } from "../helpers/delivery";
+import { insertEvent, storedEvents } from "../helpers/delivery";
 import { apiRoutes, fill, isWrite, type Fixture } from "../helpers/routes";
 
 const routes = apiRoutes();
@@ -29,7 +29,7 @@ async function snapshot(): Promise<string> {
   return [
     await q("SELECT * FROM sources WHERE account_id = ? ORDER BY id"),
     await q("SELECT d.* FROM destinations d JOIN sources s ON s.id = d.source_id WHERE s.account_id = ? ORDER BY d.id"),
-    await q("SELECT e.id, e.status FROM events e JOIN sources s ON s.id = e.source_id WHERE s.account_id = ? ORDER BY e.id"),
+    JSON.stringify((await storedEvents(fixture.sourceId)).map((e) => [e.id, e.status])),
     await q("SELECT id, revoked_at FROM api_keys WHERE account_id = ? ORDER BY id"),
   ].join("\n");
 }

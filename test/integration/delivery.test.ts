@@ -1,12 +1,13 @@
 /**
  * The deliver consumer against real loopback receivers: what is sent, how it is signed,
- * what is recorded, and what the queue is told (acks and retries with their delays).
+ * what is recorded, and what the queue is told. Every attempt's message is acknowledged
+ * once recorded; a retry is a new message (a new token on the delivery) with its delay.
  */
 import { env } from "cloudflare:workers";
 import { Webhook } from "standardwebhooks";
 import { beforeEach, describe, expect, it } from "vitest";
 import { call, createAccount, createDestination, createSource, envWith, mailbox, setDns, type Account } from "../helpers/api";
-import { attemptRows, deliveryRow, destinationRow, insertDelivery, insertEvent, retryDelay, runQueue } from "../helpers/delivery";
+import { attemptRows, currentMessage, deliveryRow, destinationRow, insertDelivery, insertEvent, retryDelay, runQueue } from "../helpers/delivery";
 
 let account: Account;
 let sourceId: string;
@@ -102,14 +103,20 @@ describe("failed attempts and the retry schedule", () => {
     const scheduled = envWith({ RETRY_SCHEDULE: "5,300,1800,7200,18000,36000,36000" });
 
     const first = await runQueue("krafter-deliver", [msg], { env: scheduled });
-    expect(first.explicitAcks).toEqual([]);
-    expect(first.retryMessages.map((m) => m.msgId)).toEqual(first.ids);
+    expect(first.explicitAcks).toEqual(first.ids);
+    expect(first.retryMessages).toEqual([]);
     // 5 s plus at most 10 % jitter.
     expect(await retryDelay(msg.delivery_id)).toBeGreaterThanOrEqual(5);
     expect(await retryDelay(msg.delivery_id)).toBeLessThanOrEqual(6);
+    // The retry is a new message: the first one is stale now and sends nothing.
+    const next = await currentMessage(msg);
+    expect(next.token).not.toBe(msg.token);
+    const stale = await runQueue("krafter-deliver", [msg], { env: scheduled });
+    expect(stale.explicitAcks).toEqual(stale.ids);
+    expect(await box.requests()).toHaveLength(1);
 
-    const second = await runQueue("krafter-deliver", [msg], { env: scheduled, attempts: 2 });
-    expect(second.retryMessages.map((m) => m.msgId)).toEqual(second.ids);
+    const second = await runQueue("krafter-deliver", [next], { env: scheduled });
+    expect(second.explicitAcks).toEqual(second.ids);
     expect(await retryDelay(msg.delivery_id)).toBeGreaterThanOrEqual(300);
     expect(await retryDelay(msg.delivery_id)).toBeLessThanOrEqual(330);
 
@@ -130,11 +137,12 @@ describe("failed attempts and the retry schedule", () => {
     const scheduled = envWith({ RETRY_SCHEDULE: undefined });
     const delays: number[] = [];
     for (let i = 1; i <= 8; i++) {
-      const r = await runQueue("krafter-deliver", [msg], { env: scheduled, attempts: i });
+      const r = await runQueue("krafter-deliver", [await currentMessage(msg)], { env: scheduled });
+      expect(r.explicitAcks).toEqual(r.ids);
       if (i < 8) {
-        expect(r.retryMessages.map((m) => m.msgId)).toEqual(r.ids);
+        expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: i });
         delays.push(await retryDelay(msg.delivery_id));
-      } else expect(r.explicitAcks).toEqual(r.ids);
+      }
     }
     const base = [5, 300, 1800, 7200, 18000, 36000, 36000];
     delays.forEach((d, i) => {
@@ -178,7 +186,8 @@ describe("failed attempts and the retry schedule", () => {
     const dest = await createDestination(account, sourceId, { url: box.url });
     const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
     const r = await runQueue("krafter-deliver", [msg], { env: envWith({ RETRY_SCHEDULE: "5,300,1800,7200,18000,36000,36000" }) });
-    expect(r.retryMessages.map((m) => m.msgId)).toEqual(r.ids);
+    expect(r.explicitAcks).toEqual(r.ids);
+    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "pending" });
     expect(await retryDelay(msg.delivery_id)).toBe(expected);
   });
 
@@ -188,7 +197,7 @@ describe("failed attempts and the retry schedule", () => {
     const dest = await createDestination(account, sourceId, { url: box.url });
     const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
     const r = await runQueue("krafter-deliver", [msg], { env: envWith({ RETRY_SCHEDULE: "5,300,1800" }) });
-    expect(r.retryMessages).toHaveLength(1);
+    expect(r.explicitAcks).toHaveLength(1);
     expect(await retryDelay(msg.delivery_id)).toBeGreaterThanOrEqual(598);
     expect(await retryDelay(msg.delivery_id)).toBeLessThanOrEqual(601);
   });
@@ -198,8 +207,8 @@ describe("failed attempts and the retry schedule", () => {
     const box = await mailbox({ repeat: { status: 302, headers: { location: target.url } } });
     const dest = await createDestination(account, sourceId, { url: box.url });
     const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
-    const r = await runQueue("krafter-deliver", [msg]);
-    expect(r.retryMessages).toHaveLength(1);
+    await runQueue("krafter-deliver", [msg]);
+    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: 1 });
     expect(await target.requests()).toHaveLength(0);
     expect((await attemptRows(msg.delivery_id))[0]).toMatchObject({ outcome: "failed", status_code: 302 });
     expect((await attemptRows(msg.delivery_id))[0]!.error).toMatch(/redirect/);
@@ -209,8 +218,8 @@ describe("failed attempts and the retry schedule", () => {
     const box = await mailbox({ repeat: { hang: true } });
     const dest = await createDestination(account, sourceId, { url: box.url });
     const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
-    const r = await runQueue("krafter-deliver", [msg]);
-    expect(r.retryMessages).toHaveLength(1);
+    await runQueue("krafter-deliver", [msg]);
+    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: 1 });
     const [a] = await attemptRows(msg.delivery_id);
     expect(a).toMatchObject({ outcome: "failed", status_code: null });
     expect(a!.error).toMatch(/timed out/);
@@ -240,7 +249,7 @@ describe("destinations that changed while deliveries were queued", () => {
     expect(await destinationRow(dest.id)).toMatchObject({ failure_count: 0 });
   });
 
-  it("drops a delivery whose destination was deleted", async () => {
+  it("drops a delivery whose destination was deleted: nothing sent, nothing recorded", async () => {
     const box = await mailbox();
     const dest = await createDestination(account, sourceId, { url: box.url });
     const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
@@ -249,7 +258,7 @@ describe("destinations that changed while deliveries were queued", () => {
     const r = await runQueue("krafter-deliver", [msg]);
     expect(r.explicitAcks).toEqual(r.ids);
     expect(await box.requests()).toHaveLength(0);
-    expect(await deliveryRow(msg.delivery_id)).toBeNull();
+    expect(await attemptRows(msg.delivery_id)).toEqual([]);
   });
 
   it("re-checks the URL at send time: a name that now resolves to a private address is not sent to", async () => {
@@ -266,8 +275,8 @@ describe("destinations that changed while deliveries were queued", () => {
     const dest = ((await res.json()) as { data: { id: string } }).data;
     await setDns(name, ["127.0.0.1"]);
     const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
-    const r = await runQueue("krafter-deliver", [msg], { env: strict });
-    expect(r.retryMessages).toHaveLength(1);
+    await runQueue("krafter-deliver", [msg], { env: strict });
+    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: 1 });
     const [a] = await attemptRows(msg.delivery_id);
     expect(a).toMatchObject({ outcome: "failed", status_code: null });
     expect(a!.error).toMatch(/refused/);

@@ -24,6 +24,7 @@ import {
   UUID,
   destinationsPath as base,
 } from "../helpers/api";
+import { countFor, deliveriesOf, insertAttempt, insertDelivery, insertEvent, runRemovals, storedEvents } from "../helpers/delivery";
 
 const READ_KEYS = ["created_at", "enabled", "event_filter", "failure_count", "id", "source_id", "updated_at", "url"];
 const CREATE_KEYS = [...READ_KEYS, "secret"].sort();
@@ -211,10 +212,7 @@ describe("Destinations — destinations-api.md, sentence by sentence", () => {
     expect(await events(exact)).toEqual(["invoice.paid"]);
     expect(await events(prefix)).toEqual(["invoice.paid"]);
     // Fan-out is settled for both events: the filtered destinations got no delivery for customer.created.
-    const targets = async (eventId: string) =>
-      (await env.DB.prepare("SELECT destination_id FROM deliveries WHERE event_id = ?").bind(eventId).all<{ destination_id: string }>())
-        .results.map((r) => r.destination_id)
-        .sort();
+    const targets = async (eventId: string) => (await deliveriesOf(source.id, eventId)).map((r) => r.destination_id).sort();
     expect(await targets(customer)).toEqual([dAll.id, dStar.id].sort());
     expect(await targets(invoice)).toEqual([dAll.id, dStar.id, dExact.id, dPrefix.id].sort());
   });
@@ -233,8 +231,9 @@ describe("Destinations — destinations-api.md, sentence by sentence", () => {
     const eventId = await ingest(source.ingest_url, "invoice.paid");
     await eventually(async () => ((await on.requests()).length === 1 ? true : undefined), 15_000, "the enabled destination");
     expect(await off.requests()).toHaveLength(0);
-    expect(await count("SELECT count(*) AS n FROM deliveries WHERE event_id = ? AND destination_id = ?", eventId, dOff.id)).toBe(0);
-    expect(await count("SELECT count(*) AS n FROM deliveries WHERE event_id = ? AND destination_id = ?", eventId, dOn.id)).toBe(1);
+    const deliveries = await deliveriesOf(source.id, eventId);
+    expect(deliveries.filter((x) => x.destination_id === dOff.id)).toHaveLength(0);
+    expect(deliveries.filter((x) => x.destination_id === dOn.id)).toHaveLength(1);
   });
 
   it("Response — 201 Created", async () => {
@@ -460,33 +459,28 @@ describe("Destinations — destinations-api.md, sentence by sentence", () => {
     const { account, source } = await fresh();
     const d = await createDestination(account, source.id, { url: "https://example.com/gone" });
     const other = await createDestination(account, source.id, { url: "https://example.com/stays" });
-    const now = Date.now();
-    const eventId = crypto.randomUUID();
-    await env.DB.prepare(
-      "INSERT INTO events (id, source_id, type, dedupe_key, payload, headers, status, received_at) VALUES (?, ?, 'invoice.paid', NULL, '{}', '{}', 'dispatched', ?)",
-    ).bind(eventId, source.id, now).run();
+    const eventId = await insertEvent(source.id);
     for (const destId of [d.id, other.id]) {
-      const deliveryId = crypto.randomUUID();
-      await env.DB.prepare(
-        "INSERT INTO deliveries (id, event_id, destination_id, status, attempt_count, attempts_in_run, last_attempt_at, next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, 'failed', 2, 2, ?, ?, ?, ?)",
-      ).bind(deliveryId, eventId, destId, now, now, now, now).run();
-      for (const n of [1, 2]) {
-        await env.DB.prepare(
-          "INSERT INTO delivery_attempts (id, delivery_id, event_id, destination_id, number, outcome, status_code, error, duration_ms, response_body, created_at) VALUES (?, ?, ?, ?, ?, 'failed', 500, NULL, 12, 'boom', ?)",
-        ).bind(crypto.randomUUID(), deliveryId, eventId, destId, n, now).run();
-      }
+      const msg = await insertDelivery(eventId, destId, { status: "failed", attemptCount: 2 });
+      for (const n of [1, 2]) await insertAttempt(msg, n);
     }
-    expect(await count("SELECT count(*) AS n FROM delivery_attempts WHERE destination_id = ?", d.id)).toBe(2);
+    expect(await countFor(source.id, "attempts", d.id)).toBe(2);
 
     const res = await call("DELETE", `${base(source.id)}/${d.id}`, { key: account.key });
     expect(res.status).toBe(204);
-    expect(await count("SELECT count(*) AS n FROM delivery_attempts WHERE destination_id = ?", d.id)).toBe(0);
-    expect(await count("SELECT count(*) AS n FROM deliveries WHERE destination_id = ?", d.id)).toBe(0);
     expect(await count("SELECT count(*) AS n FROM destinations WHERE id = ?", d.id)).toBe(0);
+    // Hidden at once: its attempt log is gone, the event shows no delivery to it.
+    expect((await call("GET", `${base(source.id)}/${d.id}/attempts`, { key: account.key })).status).toBe(404);
+    const detail = await json(await call("GET", `/api/v1/webhooks/sources/${source.id}/events/${eventId}`, { key: account.key }));
+    expect(detail.data.deliveries.map((x: { destination_id: string }) => x.destination_id)).toEqual([other.id]);
+    // Removed from the partitions in the background.
+    await runRemovals(source.id);
+    expect(await countFor(source.id, "attempts", d.id)).toBe(0);
+    expect(await countFor(source.id, "deliveries", d.id)).toBe(0);
     // Only that destination's: the event and the other destination's attempts stay.
-    expect(await count("SELECT count(*) AS n FROM delivery_attempts WHERE destination_id = ?", other.id)).toBe(2);
-    expect(await count("SELECT count(*) AS n FROM deliveries WHERE destination_id = ?", other.id)).toBe(1);
-    expect(await count("SELECT count(*) AS n FROM events WHERE id = ?", eventId)).toBe(1);
+    expect(await countFor(source.id, "attempts", other.id)).toBe(2);
+    expect(await countFor(source.id, "deliveries", other.id)).toBe(1);
+    expect((await storedEvents(source.id)).map((e) => e.id)).toEqual([eventId]);
   });
 });
 
@@ -505,11 +499,11 @@ describe("Destinations — what disabling and deleting do to queued retries (PRO
     expect((await patch(account, source.id, d.id, { enabled: false })).status).toBe(200);
     const sentBefore = (await box.requests()).length;
     const delivery = await eventually(async () => {
-      const r = await env.DB.prepare("SELECT status FROM deliveries WHERE event_id = ? AND destination_id = ?").bind(eventId, d.id).first<{ status: string }>();
+      const r = (await deliveriesOf(source.id, eventId)).find((x) => x.destination_id === d.id);
       return r && r.status !== "pending" ? r : undefined;
     }, 15_000, "the delivery to settle");
     expect(delivery.status).toBe("cancelled");
-    expect(await count("SELECT count(*) AS n FROM delivery_attempts WHERE destination_id = ? AND outcome = 'cancelled'", d.id)).toBe(1);
+    expect(await countFor(source.id, "attempts", d.id, { outcome: "cancelled" })).toBe(1);
     expect((await box.requests()).length).toBe(sentBefore);
     // Cancelled, not exhausted: no failure counted.
     expect((await row(d.id))!.failure_count).toBe(0);
@@ -522,7 +516,8 @@ describe("Destinations — what disabling and deleting do to queued retries (PRO
     // The test schedule retries after 1 s: wait past three of them.
     await new Promise((r) => setTimeout(r, 3500));
     expect((await box.requests()).length).toBe(sentBefore);
-    expect(await count("SELECT count(*) AS n FROM deliveries WHERE destination_id = ?", d.id)).toBe(0);
+    await runRemovals(source.id);
+    expect(await countFor(source.id, "deliveries", d.id)).toBe(0);
   });
 });
 
@@ -546,7 +541,7 @@ describe("Destinations — Auto-disable (destinations-api.md)", () => {
     const d = await createDestination(account, source.id, { url: box.url });
     await ingest(source.ingest_url, "invoice.paid");
     await eventually(async () => ((await row(d.id))!.failure_count === 1 ? true : undefined), 25_000, "failure_count 1");
-    expect(await count("SELECT count(*) AS n FROM delivery_attempts WHERE destination_id = ?", d.id)).toBe(4);
+    expect(await countFor(source.id, "attempts", d.id)).toBe(4);
     expect((await box.requests()).length).toBe(4);
     expect((await json(await get(account, source.id, d.id))).data.failure_count).toBe(1);
 

@@ -19,6 +19,7 @@ import {
   RFC3339,
   destinationsPath as base,
 } from "../helpers/api";
+import { countFor } from "../helpers/delivery";
 
 
 async function setup(spec: Parameters<typeof mailbox>[0] = {}) {
@@ -36,9 +37,9 @@ async function destRow(id: string) {
   return env.DB.prepare("SELECT * FROM destinations WHERE id = ?").bind(id).first<Record<string, unknown>>();
 }
 
-async function attemptCount(id: string) {
-  const r = await env.DB.prepare("SELECT count(*) AS n FROM delivery_attempts WHERE destination_id = ?").bind(id).first<{ n: number }>();
-  return r!.n;
+/** Attempts recorded for a destination, across its source's partitions. */
+async function attemptCount(sourceId: string, id: string) {
+  return countFor(sourceId, "attempts", id);
 }
 
 describe("Test a destination (destinations-api.md)", () => {
@@ -114,7 +115,7 @@ describe("Test a destination (destinations-api.md)", () => {
     expect(typeof body.error).toBe("string");
     expect(body.error).toMatch(/refused/i);
     expect(body.error).toContain("127.0.0.1");
-    expect(await attemptCount(dest.id)).toBe(0);
+    expect(await attemptCount(source.id, dest.id)).toBe(0);
     expect((await destRow(dest.id))!.failure_count).toBe(0);
   });
 
@@ -230,7 +231,7 @@ describe("Test endpoint: PRODUCT.md's decisions", () => {
     expect(after!.failure_count).toBe(3);
     expect(after!.enabled).toBe(1);
     expect(after).toStrictEqual(before);
-    expect(await attemptCount(dest.id)).toBe(0);
+    expect(await attemptCount(source.id, dest.id)).toBe(0);
     const got = await json(await call("GET", `${base(source.id)}/${dest.id}`, { key: account.key }));
     expect(got.data.failure_count).toBe(3);
   });
@@ -241,7 +242,7 @@ describe("Test endpoint: PRODUCT.md's decisions", () => {
     const res = await test(account, source.id, dest.id);
     expect(res.status).toBe(200);
     expect((await destRow(dest.id))!.failure_count).toBe(4);
-    expect(await attemptCount(dest.id)).toBe(0);
+    expect(await attemptCount(source.id, dest.id)).toBe(0);
   });
 
   it("a disabled destination can still be tested", async () => {

@@ -185,7 +185,7 @@ describe("POST …/events/:event_id/redeliver", () => {
 
     const res = await call("POST", `${base()}/events/${id}/redeliver`, { key: account.key, body: {} });
     expect(res.status).toBe(202);
-    expect(await json(res)).toEqual({ data: { queued: 2 } });
+    expect(await json(res)).toEqual({ data: { queued: 2, already_pending: 0 } });
     const again = await waitForRequests(a, 2);
     expect(again.map((r) => r.headers["webhook-id"])).toEqual([id, id]);
     expect(() => new Webhook(destA.secret).verify(again[1]!.body, again[1]!.headers)).not.toThrow();
@@ -204,7 +204,7 @@ describe("POST …/events/:event_id/redeliver", () => {
     await waitForRequests(b, 1);
 
     const res = await call("POST", `${base()}/events/${id}/redeliver`, { key: account.key, body: { destination_ids: [destB.id] } });
-    expect(await json(res)).toEqual({ data: { queued: 1 } });
+    expect(await json(res)).toEqual({ data: { queued: 1, already_pending: 0 } });
     await waitForRequests(b, 2);
     expect(await a.requests()).toHaveLength(1);
 
@@ -265,7 +265,7 @@ describe("POST …/destinations/:id/replay", () => {
 
     const res = await call("POST", `${base()}/destinations/${dest.id}/replay`, { key: account.key, body: { since, only_failed: true } });
     expect(res.status).toBe(202);
-    expect(await json(res)).toEqual({ data: { queued: missed.length } });
+    expect(await json(res)).toEqual({ data: { queued: missed.length, already_pending: 0 } });
 
     const all = await waitForRequests(box, 13 + missed.length);
     const replayed = all.slice(13).map((r) => r.headers["webhook-id"]).sort();
@@ -295,7 +295,7 @@ describe("POST …/destinations/:id/replay", () => {
       key: account.key,
       body: { since: new Date(t0).toISOString(), until: new Date(t0 + 300_000).toISOString() },
     });
-    expect(await json(res)).toEqual({ data: { queued: 2 } });
+    expect(await json(res)).toEqual({ data: { queued: 2, already_pending: 0 } });
     const got = await waitForRequests(box, 2);
     expect(got.map((r) => r.headers["webhook-id"]).sort()).toEqual([a, c].sort());
 
@@ -308,7 +308,7 @@ describe("POST …/destinations/:id/replay", () => {
       key: account.key,
       body: { since: new Date(t0).toISOString(), until: new Date(t0 + 300_000).toISOString(), only_failed: true },
     });
-    expect(await json(none)).toEqual({ data: { queued: 0 } });
+    expect(await json(none)).toEqual({ data: { queued: 0, already_pending: 0 } });
   });
 
   it.each([

@@ -6,15 +6,15 @@
  */
 import { env } from "cloudflare:workers";
 import { createServer } from "node:net";
-import { eq, sql } from "drizzle-orm";
 import { beforeEach, describe, expect, it } from "vitest";
 import type { Env } from "../../src/config";
-import { newId } from "../../src/db/ids";
-import { attempts, deliveries } from "../../src/db/schema";
-import { recordWriter, type RecordWriter } from "../../src/delivery/deliver";
+import { Limiter } from "../../src/delivery/limiter";
+import { recordWriters } from "../../src/delivery/records";
 import { servicesFor, type Services } from "../../src/services";
+import { attemptId } from "../../src/store/ids";
+import type { RecordRequest } from "../../src/store/types";
 import { call, createAccount, createDestination, createSource, mailbox, type Account } from "../helpers/api";
-import { attemptRows, deliveryRow, insertDelivery, insertEvent, runQueue } from "../helpers/delivery";
+import { attemptRows, currentMessage, deliveryRow, eventPartition, insertDelivery, insertEvent, runQueue } from "../helpers/delivery";
 
 let account: Account;
 let sourceId: string;
@@ -35,7 +35,7 @@ async function oneAttempt(step: Parameters<typeof mailbox>[0]) {
 describe("faults at the destination", () => {
   it("a connection reset mid-response is a failed attempt, retried", async () => {
     const { result, attempt, msg } = await oneAttempt({ repeat: { reset: true } });
-    expect(result.retryMessages.map((m) => m.msgId)).toEqual(result.ids);
+    expect(result.explicitAcks).toEqual(result.ids);
     expect(attempt).toMatchObject({ outcome: "failed", status_code: null });
     expect(attempt.error).toMatch(/transport error/);
     expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: 1 });
@@ -48,8 +48,8 @@ describe("faults at the destination", () => {
     await new Promise((r) => server.close(r));
     const dest = await createDestination(account, sourceId, { url: `http://127.0.0.1:${port}/hook` });
     const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
-    const result = await runQueue("krafter-deliver", [msg]);
-    expect(result.retryMessages).toHaveLength(1);
+    await runQueue("krafter-deliver", [msg]);
+    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: 1 });
     const [a] = await attemptRows(msg.delivery_id);
     expect(a).toMatchObject({ outcome: "failed", status_code: null });
     expect(a!.error).toMatch(/transport error/);
@@ -57,8 +57,8 @@ describe("faults at the destination", () => {
 
   it("a slow trickle of bytes past the timeout fails as a timeout", async () => {
     // 40 bytes at 100 ms each: 4 s, past DELIVERY_TIMEOUT_MS (2 s in tests).
-    const { result, attempt } = await oneAttempt({ repeat: { status: 200, trickleMs: 100, body: "x".repeat(40) } });
-    expect(result.retryMessages).toHaveLength(1);
+    const { attempt, msg } = await oneAttempt({ repeat: { status: 200, trickleMs: 100, body: "x".repeat(40) } });
+    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: 1 });
     expect(attempt).toMatchObject({ outcome: "failed", status_code: null });
     expect(attempt.error).toMatch(/timed out/);
   });
@@ -70,8 +70,8 @@ describe("faults at the destination", () => {
   });
 
   it("a 302 to a private address is not followed", async () => {
-    const { result, attempt, box } = await oneAttempt({ repeat: { status: 302, headers: { location: "http://169.254.169.254/latest/meta-data/" } } });
-    expect(result.retryMessages).toHaveLength(1);
+    const { attempt, box, msg } = await oneAttempt({ repeat: { status: 302, headers: { location: "http://169.254.169.254/latest/meta-data/" } } });
+    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: 1 });
     expect(attempt).toMatchObject({ outcome: "failed", status_code: 302 });
     expect(await box.requests()).toHaveLength(1);
   });
@@ -81,14 +81,17 @@ describe("faults at the destination", () => {
     const dest = await createDestination(account, sourceId, { url: box.url });
     const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
     // Test schedule "1,1,1": attempts 1 to 3 are retried, the 4th is the last.
-    for (let i = 1; i <= 3; i++) expect((await runQueue("krafter-deliver", [msg])).retryMessages).toHaveLength(1);
-    const last = await runQueue("krafter-deliver", [msg]);
+    for (let i = 1; i <= 3; i++) {
+      await runQueue("krafter-deliver", [await currentMessage(msg)]);
+      expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: i });
+    }
+    const last = await runQueue("krafter-deliver", [await currentMessage(msg)]);
     expect(last.explicitAcks).toEqual(last.ids);
     expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "failed", attempt_count: 4 });
     expect((await attemptRows(msg.delivery_id)).map((a) => a.number)).toEqual([1, 2, 3, 4]);
     expect(await box.requests()).toHaveLength(4);
     // Nothing more is sent for it, whatever arrives later.
-    await runQueue("krafter-deliver", [msg]);
+    await runQueue("krafter-deliver", [msg, await currentMessage(msg)]);
     expect(await box.requests()).toHaveLength(4);
   });
 });
@@ -129,12 +132,14 @@ describe("faults inside", () => {
     const del = await call("DELETE", `/api/v1/webhooks/sources/${sourceId}/destinations/${dest.id}`, { key: account.key });
     expect(del.status).toBe(204);
     const result = await running;
-    // Recording failed (the rows are gone): retried; next time it is dropped for good.
-    expect(result.ids).toHaveLength(1);
-    const next = await runQueue("krafter-deliver", [msg]);
-    expect(next.explicitAcks).toEqual(next.ids);
-    expect(await deliveryRow(msg.delivery_id)).toBeNull();
-    expect(await env.DB.prepare("SELECT count(*) AS n FROM delivery_attempts WHERE destination_id = ?").bind(dest.id).first("n")).toBe(0);
+    // The attempt that was already on its way is recorded and its message settled; its
+    // rows go with the destination's background removal, and nothing shows them meanwhile.
+    expect(result.explicitAcks).toEqual(result.ids);
+    const again = await runQueue("krafter-deliver", [msg]);
+    expect(again.explicitAcks).toEqual(again.ids);
+    expect(await box.requests()).toHaveLength(1);
+    const list = await call("GET", `/api/v1/webhooks/sources/${sourceId}/destinations/${dest.id}/attempts`, { key: account.key });
+    expect(list.status).toBe(404);
   });
 
   it("a destination disabled while its deliveries are queued: they are cancelled and recorded, not sent", async () => {
@@ -153,53 +158,57 @@ describe("faults inside", () => {
 });
 
 describe("attempt records written together (group commit)", () => {
-  it("records that end while one is being written share the next D1 batch; one that fails is written alone and fails alone", async () => {
+  it("records that end while one is being written share the next call; one that fails is written alone and fails alone", async () => {
     const box = await mailbox();
     const dest = await createDestination(account, sourceId, { url: box.url });
     const eventId = await insertEvent(sourceId);
-    const [d0, d1, d2] = [
-      await insertDelivery(eventId, dest.id),
-      await insertDelivery(await insertEvent(sourceId), dest.id),
-      await insertDelivery(await insertEvent(sourceId), dest.id),
-    ];
+    const ref = eventPartition(eventId);
     const base = servicesFor(env as unknown as Env);
-    // The real D1, with each batch's size noted on its way through.
+    // The real partition, with the size of each record call noted on its way through.
     const sizes: number[] = [];
-    const db = new Proxy(base.db, {
-      get: (target, prop, receiver) =>
-        prop === "batch"
-          ? (statements: Parameters<typeof target.batch>[0]) => {
-              sizes.push(statements.length);
-              return target.batch(statements);
-            }
-          : Reflect.get(target, prop, receiver),
+    const s: Services = {
+      ...base,
+      store: (r) => {
+        const stub = base.store(r);
+        return new Proxy(stub, {
+          get: (target, prop) =>
+            prop === "record"
+              ? (req: RecordRequest) => {
+                  sizes.push(req.attempts.length);
+                  return target.record(req);
+                }
+              : Reflect.get(target, prop),
+        });
+      },
+    };
+    const write = recordWriters(s, new Limiter()).write;
+    const row = (number: number) => ({
+      id: attemptId(ref.shard, Date.now()),
+      deliveryId: crypto.randomUUID(),
+      eventId,
+      destinationId: dest.id,
+      number,
+      outcome: "failed" as const,
+      statusCode: null,
+      error: null,
+      durationMs: 1,
+      responseBody: null,
+      createdAt: Date.now(),
     });
-    const s: Services = { ...base, db };
-    const write = recordWriter(s);
-    type Record = Parameters<RecordWriter>[0];
-    const bump = (id: string): Record => [
-      s.db.update(deliveries).set({ attemptCount: sql`${deliveries.attemptCount} + 1` }).where(eq(deliveries.id, id)),
-    ];
-    // An attempt of a delivery that does not exist: its foreign key refuses it.
-    const broken: Record = [
-      s.db.insert(attempts).values({
-        id: newId(),
-        deliveryId: newId(),
-        eventId,
-        destinationId: dest.id,
-        number: 1,
-        outcome: "failed",
-        durationMs: 1,
-        createdAt: Date.now(),
-      }),
-    ];
+    // A record the partition refuses: an attempt without its number.
+    const broken = { ...row(1), number: null as unknown as number };
 
-    const results = await Promise.allSettled([write(bump(d0!.delivery_id)), write(bump(d1!.delivery_id)), write(broken), write(bump(d2!.delivery_id))]);
+    const results = await Promise.allSettled([
+      write(ref, { attempts: [row(1)], settlements: [] }),
+      write(ref, { attempts: [row(2)], settlements: [] }),
+      write(ref, { attempts: [broken], settlements: [] }),
+      write(ref, { attempts: [row(3)], settlements: [] }),
+    ]);
     expect(results.map((r) => r.status)).toEqual(["fulfilled", "fulfilled", "rejected", "fulfilled"]);
     // The first alone; the three that came meanwhile together (refused whole), then each alone.
     expect(sizes).toEqual([1, 3, 1, 1, 1]);
-    // Each good record applied exactly once (the refused group left nothing behind).
-    for (const d of [d0!, d1!, d2!]) expect(await deliveryRow(d.delivery_id)).toMatchObject({ attempt_count: 1 });
-    expect(await env.DB.prepare("SELECT count(*) AS n FROM delivery_attempts WHERE destination_id = ?").bind(dest.id).first("n")).toBe(0);
+    // Each good record written exactly once (the refused group left nothing behind).
+    const list = await call("GET", `/api/v1/webhooks/sources/${sourceId}/destinations/${dest.id}/attempts`, { key: account.key });
+    expect(((await list.json()) as { data: { number: number }[] }).data.map((a) => a.number).sort()).toEqual([1, 2, 3]);
   });
 });

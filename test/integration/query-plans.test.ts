@@ -1,26 +1,69 @@
 /**
- * Every list and sweep query is an index range scan (SQLite "SEARCH … USING INDEX"),
- * never a table scan or a sort in a temporary B-tree, so its cost follows the page size,
- * not the table size. The queries are the very builders the code runs; the plans are
- * printed for docs/query-plans.md.
+ * Every list and lookup is an index range scan (SQLite "SEARCH … USING INDEX"), never a
+ * table scan or a sort in a temporary B-tree, so its cost follows the page size, not the
+ * table size: in a partition's own SQLite (the builders of src/store/queries.ts, EXPLAINed
+ * inside the object) and in D1.
  */
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { Env } from "../../src/config";
-import { deliveriesOfEvent, eventsToReplay, listAttempts, listEvents } from "../../src/db/events";
-import { idBoundAt, newId } from "../../src/db/ids";
-import { listDestinations } from "../../src/db/destinations";
+import { destinationsForDelivery, listDestinations, targetsOf } from "../../src/db/destinations";
+import { newId } from "../../src/db/ids";
+import { partitionDays } from "../../src/db/partitions";
 import { listSources } from "../../src/db/sources";
-import { eventsWithDestinations } from "../../src/delivery/fanout";
-import { expiredEvents, stuckDeliveries, stuckEvents } from "../../src/housekeeping";
 import { servicesFor } from "../../src/services";
+import { idBoundAt } from "../../src/store/ids";
+import { attemptsPage, deliveriesOfEvent, destinationRows, eventsPage, pendingEvents, replayPage, type PartitionDb } from "../../src/store/queries";
+import { attempts, deliveries } from "../../src/store/schema";
+import { createAccount, createSource } from "../helpers/api";
+import { inPartition } from "../helpers/delivery";
 
 const s = servicesFor(env as unknown as Env);
 const id = newId();
-const cursor = newId();
 const now = Date.now();
+const cursor = idBoundAt(now, "high");
+const low = idBoundAt(now - 86_400_000, "low");
 
-async function plan(query: { toSQL(): { sql: string; params: unknown[] } }): Promise<string[]> {
+type Query = { toSQL(): { sql: string; params: unknown[] } };
+
+function expectIndexOnly(steps: string[], name: string) {
+  console.log(`${name}:\n  ${steps.join("\n  ")}`);
+  const scans = steps.filter((d) => /^(SCAN|SEARCH)\b/.test(d));
+  expect(scans.length).toBeGreaterThan(0);
+  for (const d of scans) expect(d).toMatch(/^SEARCH \S+ USING (COVERING )?INDEX|^SEARCH \S+ USING INTEGER PRIMARY KEY|^SEARCH \S+ USING PRIMARY KEY|^SCAN json_each VIRTUAL TABLE/);
+  expect(steps.join("\n")).not.toMatch(/TEMP B-TREE/);
+}
+
+const partitionCases: [string, (db: PartitionDb) => Query][] = [
+  ["events list page", (db) => eventsPage(db, { limit: 51, high: cursor })],
+  ["events by type", (db) => eventsPage(db, { limit: 51, type: "invoice.paid", high: cursor })],
+  ["events in a window", (db) => eventsPage(db, { limit: 51, low, high: cursor })],
+  ["events by type in a window", (db) => eventsPage(db, { limit: 51, type: "invoice.paid", low, high: cursor })],
+  ["attempts list page", (db) => attemptsPage(db, id, { limit: 51, high: cursor })],
+  ["attempts by outcome", (db) => attemptsPage(db, id, { limit: 51, outcome: "failed", high: cursor })],
+  ["attempts in a window", (db) => attemptsPage(db, id, { limit: 51, low, high: cursor })],
+  ["fan-out: events waiting", (db) => pendingEvents(db, 100)],
+  ["event detail: its deliveries", (db) => deliveriesOfEvent(db, id)],
+  ["replay: a window with each event's delivery", (db) => replayPage(db, id, low, cursor, low, 1000)],
+  ["removal: a destination's deliveries", (db) => destinationRows(db, deliveries, id, 5000)],
+  ["removal: a destination's attempts", (db) => destinationRows(db, attempts, id, 5000)],
+];
+
+describe("query plans in a partition", () => {
+  it.each(partitionCases)("%s is an index range scan with no sort", async (name, build) => {
+    const source = await createSource(await createAccount(), { name: "plans" });
+    const steps = await inPartition({ sourceId: source.id, day: Math.floor(now / 86_400_000), shard: 0 }, (db, _i, state) => {
+      const { sql, params } = build(db).toSQL();
+      return state.storage.sql
+        .exec<{ detail: string }>(`EXPLAIN QUERY PLAN ${sql}`, ...params)
+        .toArray()
+        .map((r) => r.detail);
+    });
+    expectIndexOnly(steps, name);
+  });
+});
+
+async function plan(query: Query): Promise<string[]> {
   const { sql, params } = query.toSQL();
   const { results } = await env.DB.prepare(`EXPLAIN QUERY PLAN ${sql}`)
     .bind(...params)
@@ -28,52 +71,25 @@ async function plan(query: { toSQL(): { sql: string; params: unknown[] } }): Pro
   return results.map((r) => r.detail);
 }
 
-const cases: [string, { toSQL(): { sql: string; params: unknown[] } }][] = [
-  ["sources list page", listSources(s, id, 50, cursor)],
-  ["destinations list page", listDestinations(s, id, 50, cursor)],
-  ["events list page", listEvents(s, id, { limit: 50, cursor })],
-  ["events by type", listEvents(s, id, { limit: 50, type: "invoice.paid", cursor })],
-  ["events in a window", listEvents(s, id, { limit: 50, sinceMs: now - 86_400_000, untilMs: now })],
-  ["events by type in a window", listEvents(s, id, { limit: 50, type: "invoice.paid", sinceMs: now - 86_400_000, untilMs: now, cursor })],
-  ["attempts list page", listAttempts(s, id, { limit: 50, cursor })],
-  ["attempts by outcome", listAttempts(s, id, { limit: 50, outcome: "failed", cursor })],
-  ["attempts in a window", listAttempts(s, id, { limit: 50, sinceMs: now - 3600_000, untilMs: now })],
-  ["replay: all events of a window", eventsToReplay(s, id, id, { sinceMs: now - 86_400_000, untilMs: now }, false, 1000, cursor)],
-  ["replay: only missed events", eventsToReplay(s, id, id, { sinceMs: now - 86_400_000, untilMs: now }, true, 1000)],
-  ["sweep: events never fanned out", stuckEvents(s, now)],
-  ["sweep: deliveries past due", stuckDeliveries(s, now)],
-  ["retention: a batch of expired events", expiredEvents(s, idBoundAt(now, "low"))],
-];
-
-describe("query plans", () => {
-  it.each(cases)("%s is an index range scan with no sort", async (_name, query) => {
-    const steps = await plan(query);
-    console.log(`${_name}:\n  ${steps.join("\n  ")}`);
-    const scans = steps.filter((d) => /^(SCAN|SEARCH)\b/.test(d));
-    expect(scans.length).toBeGreaterThan(0);
-    for (const d of scans) expect(d).toMatch(/^SEARCH \S+ USING (COVERING )?INDEX|^SEARCH \S+ USING INTEGER PRIMARY KEY|^SEARCH \S+ USING PRIMARY KEY/);
-    expect(steps.join("\n")).not.toMatch(/TEMP B-TREE/);
+describe("query plans in D1", () => {
+  it.each([
+    ["sources list page", listSources(s, id, 50, newId())],
+    ["destinations list page", listDestinations(s, id, 50, newId())],
+  ] as [string, Query][])("%s is an index range scan with no sort", async (name, query) => {
+    expectIndexOnly(await plan(query), name);
   });
 
-  it("the event detail's deliveries and latest attempts are index lookups", async () => {
-    // deliveriesOfEvent runs two queries; EXPLAIN them through the same SQL it issues.
-    const { sql: q1, params: p1 } = s.db
-      .select()
-      .from((await import("../../src/db/schema")).deliveries)
-      .where((await import("drizzle-orm")).eq((await import("../../src/db/schema")).deliveries.eventId, id))
-      .toSQL();
-    const { results } = await env.DB.prepare(`EXPLAIN QUERY PLAN ${q1}`).bind(...p1).all<{ detail: string }>();
-    expect(results.map((r) => r.detail).join("\n")).toMatch(/SEARCH deliveries USING INDEX deliveries_event_destination_idx/);
-    expect(await deliveriesOfEvent(s, id)).toEqual([]);
-  });
-
-  it("the batched fan-out's read looks each event up by its key and its destinations by index", async () => {
-    const steps = await plan(eventsWithDestinations(s, [id, newId(), newId()]));
-    console.log(`fan-out read:\n  ${steps.join("\n  ")}`);
-    const scans = steps.filter((d) => /^(SCAN|SEARCH)\b/.test(d));
-    // The only scan is of the id list itself (the JSON parameter); no table is scanned.
-    for (const d of scans) expect(d).toMatch(/^SEARCH (events|destinations) USING (COVERING )?INDEX|^SCAN json_each VIRTUAL TABLE|^SCAN \S+ VIRTUAL TABLE INDEX/);
-    expect(steps.join("\n")).toMatch(/SEARCH events USING INDEX sqlite_autoindex_events_1 \(id=\?\)/);
-    expect(steps.join("\n")).toMatch(/SEARCH destinations USING INDEX destinations_source_idx/);
+  it("the deliver consumer's destinations, the fan-out's targets and the days of partitions are index lookups", async () => {
+    // Run them for real too: they answer, with nothing to find.
+    expect(await destinationsForDelivery(s, [id, newId()])).toEqual(new Map());
+    expect(await targetsOf(s, id)).toEqual([]);
+    expect(await partitionDays(s, id, 0, 1e6)).toEqual([]);
+    const { sql } = await import("drizzle-orm");
+    const { destinations, partitions } = await import("../../src/db/schema");
+    const byIds = s.db.select().from(destinations).where(sql`${destinations.id} IN (SELECT value FROM json_each(${JSON.stringify([id])}))`);
+    expectIndexOnly(await plan(byIds), "destinations by id list");
+    const { and, eq, gte, lte, desc } = await import("drizzle-orm");
+    const days = s.db.select().from(partitions).where(and(eq(partitions.sourceId, id), gte(partitions.day, 0), lte(partitions.day, 9))).orderBy(desc(partitions.day));
+    expectIndexOnly(await plan(days), "partition days of a source");
   });
 });

@@ -10,6 +10,7 @@ import Stripe from "stripe";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { sha256Hex } from "../../src/security/encoding";
 import { call, createAccount, envWith, eventually, mailbox, type CallOptions } from "../helpers/api";
+import { storedEvents } from "../helpers/delivery";
 
 const logs: string[] = [];
 beforeEach(() => {
@@ -93,12 +94,12 @@ describe("secrets", () => {
     // The ingest key is a credential too: logs name the route, not the key.
     expect(allLogs).not.toContain(ingestPath.slice(4));
 
-    // D1: ciphertext and hashes only.
+    // D1 and the partitions: ciphertext and hashes only.
     const dump = JSON.stringify([
       (await env.DB.prepare("SELECT * FROM sources WHERE account_id = ?").bind(account.id).all()).results,
       (await env.DB.prepare("SELECT d.* FROM destinations d WHERE d.id = ?").bind(destination.id).all()).results,
       (await env.DB.prepare("SELECT * FROM api_keys WHERE account_id = ?").bind(account.id).all()).results,
-      (await env.DB.prepare("SELECT headers FROM events WHERE source_id = ?").bind(src.json.data.id).all()).results,
+      (await storedEvents(src.json.data.id)).map((e) => e.headers),
     ]);
     for (const s of secrets) expect(dump).not.toContain(s);
     expect(dump).toContain(await sha256Hex(account.key));

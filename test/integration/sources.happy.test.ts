@@ -10,6 +10,7 @@ import type { Env } from "../../src/config";
 import worker from "../../src/index";
 import { bytesToBase64 } from "../../src/security/encoding";
 import { addKey, call, createAccount, createDestination, createSource, json, type Account, RFC3339, UUID } from "../helpers/api";
+import { countFor, insertAttempt, insertDelivery, insertEvent, partitionsOf, readPartition, runRemovals, storedEvents } from "../helpers/delivery";
 
 const SOURCES = "/api/v1/webhooks/sources";
 const KEYS = ["created_at", "id", "ingest_url", "name", "provider", "updated_at", "verifies_signatures"];
@@ -107,7 +108,7 @@ describe("Create", () => {
       headers: { "content-type": "application/json" },
     });
     expect(res.status).toBe(202);
-    expect(await count("SELECT count(*) AS n FROM events WHERE source_id = ?", s.id)).toBe(1);
+    expect(await storedEvents(s.id)).toHaveLength(1);
   });
 
   it("verifies_signatures is true exactly when a signing_secret is set", async () => {
@@ -310,36 +311,32 @@ describe("Delete", () => {
     const a = await createAccount();
     const s = await createSource(a, { name: "doomed" });
     const keep = await createSource(a, { name: "kept" });
-    const now = Date.now();
     const seed = async (sourceId: string) => {
       const d = await createDestination(a, sourceId, { url: "https://example.com/h" });
-      const eventId = crypto.randomUUID();
-      const deliveryId = crypto.randomUUID();
-      await env.DB.prepare(
-        "INSERT INTO events (id, source_id, type, dedupe_key, payload, headers, status, received_at) VALUES (?, ?, 'x.y', ?, '{}', '{}', 'dispatched', ?)",
-      ).bind(eventId, sourceId, `dk-${eventId}`, now).run();
-      await env.DB.prepare(
-        "INSERT INTO deliveries (id, event_id, destination_id, status, attempt_count, attempts_in_run, last_attempt_at, next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, 'succeeded', 1, 1, ?, ?, ?, ?)",
-      ).bind(deliveryId, eventId, d.id, now, now, now, now).run();
-      await env.DB.prepare(
-        "INSERT INTO delivery_attempts (id, delivery_id, event_id, destination_id, number, outcome, status_code, error, duration_ms, response_body, created_at) VALUES (?, ?, ?, ?, 1, 'succeeded', 200, NULL, 5, 'ok', ?)",
-      ).bind(crypto.randomUUID(), deliveryId, eventId, d.id, now).run();
-      return { d, eventId, deliveryId };
+      const eventId = await insertEvent(sourceId, { type: "x.y", dedupeKey: `dk-${sourceId}` });
+      const msg = await insertDelivery(eventId, d.id, { status: "succeeded", attemptCount: 1 });
+      await insertAttempt(msg, 1, "succeeded");
+      return { d, eventId, deliveryId: msg.delivery_id };
     };
     const doomed = await seed(s.id);
     const kept = await seed(keep.id);
-    const tally = async (x: { d: { id: string }; eventId: string; deliveryId: string }, sourceId: string) => [
+    const parts = await partitionsOf(s.id);
+    const tally = async (x: { d: { id: string }; eventId: string; deliveryId: string }, sourceId: string, where = parts) => [
       await count("SELECT count(*) AS n FROM destinations WHERE source_id = ?", sourceId),
-      await count("SELECT count(*) AS n FROM events WHERE source_id = ?", sourceId),
-      await count("SELECT count(*) AS n FROM deliveries WHERE destination_id = ?", x.d.id),
-      await count("SELECT count(*) AS n FROM delivery_attempts WHERE destination_id = ?", x.d.id),
+      (await Promise.all(where.map((ref) => readPartition(ref, (_db, _i, state) => state.storage.sql.exec("SELECT count(*) AS n FROM sqlite_master WHERE name = 'events'").one().n)))).reduce((m: number, n) => m + Number(n), 0),
+      await countFor(sourceId, "deliveries", x.d.id),
+      await countFor(sourceId, "attempts", x.d.id),
     ];
     expect(await tally(doomed, s.id)).toEqual([1, 1, 1, 1]);
 
     expect((await call("DELETE", `${SOURCES}/${s.id}`, { key: a.key })).status).toBe(204);
+    // Hidden at once (the source is gone: its events answer 404), removed in the background.
+    expect((await call("GET", `${SOURCES}/${s.id}/events/${doomed.eventId}`, { key: a.key })).status).toBe(404);
+    expect(await count("SELECT count(*) AS n FROM partitions WHERE source_id = ?", s.id)).toBe(0);
+    await runRemovals(s.id);
+    // Its partitions are dropped whole: not even their tables are left.
     expect(await tally(doomed, s.id)).toEqual([0, 0, 0, 0]);
-    expect(await count("SELECT count(*) AS n FROM delivery_attempts WHERE event_id = ?", doomed.eventId)).toBe(0);
-    expect(await tally(kept, keep.id)).toEqual([1, 1, 1, 1]);
+    expect(await tally(kept, keep.id, await partitionsOf(keep.id))).toEqual([1, 1, 1, 1]);
     expect((await get(a, keep.id)).status).toBe(200);
   });
 });
