@@ -27,10 +27,3 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 export function isId(value: string | undefined): value is string {
   return value !== undefined && UUID.test(value);
 }
-
-/** The smallest (edge "low") or largest (edge "high") UUIDv7 of the given millisecond. */
-export function idBoundAt(ms: number, edge: "low" | "high"): string {
-  const hex = Math.max(0, Math.min(ms, 0xffffffffffff)).toString(16).padStart(12, "0");
-  const rest = edge === "low" ? "0000-0000-0000-000000000000" : "ffff-ffff-ffff-ffffffffffff";
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${rest}`;
-}

@@ -16,7 +16,7 @@
  *   than RETENTION_DAYS, whatever it holds.
  */
 import { DurableObject } from "cloudflare:workers";
-import { and, asc, eq, inArray, sql } from "drizzle-orm";
+import { and, asc, eq, lte, sql, type Column } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/durable-sqlite";
 import { migrate } from "drizzle-orm/durable-sqlite/migrator";
 import migrations from "../../drizzle/store/migrations.js";
@@ -214,7 +214,12 @@ export class EventStore extends DurableObject<Env> {
       this.drainFailures++;
       log("error", "partition_drain_failed", { partition: partitionName(this.ref), failures: this.drainFailures, error: errorName(err) });
     }
-    await this.armAlarm();
+    try {
+      await this.armAlarm();
+    } catch (err) {
+      // The object is going away (evicted, reset): the alarm already set brings it back.
+      log("warn", "partition_alarm_not_set", { partition: partitionName(this.ref), error: errorName(err) });
+    }
   }
 
   /** One round of fan-out: up to DRAIN_EVENTS pending events. Returns whether it did any. */
@@ -263,7 +268,8 @@ export class EventStore extends DurableObject<Env> {
       const rows = this.db.select().from(outbox).orderBy(asc(outbox.seq)).limit(FLUSH_ROWS).all();
       if (rows.length === 0) return;
       await sendAll(this.s.queues.deliver, rows.map((r) => ({ body: r.body as DeliverMessage, delaySeconds: r.delaySeconds })));
-      this.db.delete(outbox).where(inArray(outbox.seq, rows.map((r) => r.seq))).run();
+      // The lowest seqs, read in order: exactly the rows up to the last one sent.
+      this.db.delete(outbox).where(lte(outbox.seq, rows[rows.length - 1]!.seq)).run();
       if (rows.length < FLUSH_ROWS) return;
     }
   }
@@ -505,7 +511,7 @@ export class EventStore extends DurableObject<Env> {
         }
       }
       // An event still waiting for its first fan-out has its deliveries now.
-      tx.update(events).set({ status: "dispatched" }).where(and(inArray(events.id, eventIds), eq(events.status, "pending"))).run();
+      tx.update(events).set({ status: "dispatched" }).where(and(inJson(events.id, eventIds), eq(events.status, "pending"))).run();
     });
     if (result.queued > 0) this.scheduleDrain();
     return result;
@@ -559,7 +565,7 @@ export class EventStore extends DurableObject<Env> {
       for (let i = 0; i < 10; i++) {
         const ids = destinationRows(this.db, table, destinationId, PURGE_CHUNK).all();
         if (ids.length === 0) break;
-        this.db.delete(table).where(inArray(table.id, ids.map((r) => r.id))).run();
+        this.db.delete(table).where(inJson(table.id, ids.map((r) => r.id))).run();
         if (ids.length === PURGE_CHUNK && i === 9) return false;
       }
     }
@@ -593,6 +599,11 @@ export class EventStore extends DurableObject<Env> {
     const at = workLeft ? Math.min(this.now() + retryIn, dropAt) : dropAt;
     if ((await this.ctx.storage.getAlarm()) !== at) await this.ctx.storage.setAlarm(at);
   }
+}
+
+/** `column IN (…)` with the list as one JSON parameter: SQLite in a Durable Object binds at most 100. */
+function inJson(column: Column, values: string[]) {
+  return sql`${column} IN (SELECT value FROM json_each(${JSON.stringify(values)}))`;
 }
 
 function newToken(): string {
