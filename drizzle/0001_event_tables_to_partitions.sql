@@ -2,6 +2,7 @@ CREATE TABLE `partitions` (
 	`source_id` text NOT NULL,
 	`day` integer NOT NULL,
 	`shards` integer NOT NULL,
+	`base_shards` integer NOT NULL,
 	`mask_lo` integer DEFAULT 0 NOT NULL,
 	`mask_hi` integer DEFAULT 0 NOT NULL,
 	`created_at` integer NOT NULL,

@@ -7,6 +7,7 @@ import { z } from "zod";
 import type { DestinationHealth } from "./destination-health";
 import type { DeliverMessage, WorkMessage } from "./delivery/messages";
 import type { EventStore } from "./store/event-store";
+import { isPowerOfTwo } from "./store/shards";
 
 export interface Env {
   DB: D1Database;
@@ -26,6 +27,7 @@ export interface Env {
   TEST_TIMEOUT_MS?: string;
   DOH_URL?: string;
   EVENT_SHARDS?: string;
+  PARTITION_SPLIT_BYTES?: string;
 }
 
 /**
@@ -75,7 +77,9 @@ const configSchema = z
     MAX_BODY_BYTES: intFrom(1_048_576, 1024, 2_000_000),
     DELIVERY_TIMEOUT_MS: intFrom(15_000, 100, 120_000),
     TEST_TIMEOUT_MS: intFrom(10_000, 100, 120_000),
-    EVENT_SHARDS: intFrom(1, 1, 64),
+    EVENT_SHARDS: intFrom(1, 1, 64).refine(isPowerOfTwo, "must be a power of two"),
+    // A partition that would pass this by the end of its day doubles the day's shards.
+    PARTITION_SPLIT_BYTES: intFrom(4 * 1024 ** 3, 1024, 8 * 1024 ** 3),
     DOH_URL: z.url().optional().default("https://cloudflare-dns.com/dns-query"),
   })
   .superRefine((c, ctx) => {
@@ -97,8 +101,10 @@ export interface Config {
   maxBodyBytes: number;
   deliveryTimeoutMs: number;
   testTimeoutMs: number;
-  /** Shards of a source's partitions on a day. */
+  /** The fewest shards a source's day starts with. */
   eventShards: number;
+  /** A partition projected to hold more than this by the end of its day splits. */
+  partitionSplitBytes: number;
   dohUrl: string;
 }
 
@@ -128,6 +134,7 @@ export function loadConfig(env: Env): Config {
     deliveryTimeoutMs: c.DELIVERY_TIMEOUT_MS,
     testTimeoutMs: c.TEST_TIMEOUT_MS,
     eventShards: c.EVENT_SHARDS,
+    partitionSplitBytes: c.PARTITION_SPLIT_BYTES,
     dohUrl: c.DOH_URL,
   };
   cache.set(env, config);

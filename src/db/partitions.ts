@@ -4,19 +4,25 @@
  * stores something (and cleared when retention drops it); read by lists, recovery and
  * deletes to know which partitions to ask, newest first.
  */
-import { and, desc, eq, gte, lte, sql } from "drizzle-orm";
+import { and, desc, eq, gte, lt, lte, sql } from "drizzle-orm";
 import type { Services } from "../services";
-import { shardOfKey, type PartitionRef } from "../store/ids";
+import type { PartitionRef } from "../store/ids";
+import { keyShards, MAX_DAY_SHARDS } from "../store/shards";
 import { partitions } from "./schema";
 
-/** What a partition learns when it registers: its day's shard count and the day before's layout. */
-export interface Registration {
+/** A day's layout: its shard count now and at its start, and the shards that exist. */
+export interface DayLayout {
   shards: number;
-  previous: { shards: number; maskLo: number; maskHi: number } | null;
+  baseShards: number;
+  maskLo: number;
+  maskHi: number;
 }
 
-/** Up to 64 shards: two 32-bit halves of a mask. */
-export const MAX_DAY_SHARDS = 64;
+/** What a partition learns when it registers: its day's layout, and the day before's. */
+export interface Registration {
+  today: DayLayout;
+  previous: DayLayout | null;
+}
 
 const bit = (shard: number) => ({ lo: shard < 32 ? (1 << shard) >>> 0 : 0, hi: shard >= 32 ? (1 << (shard - 32)) >>> 0 : 0 });
 
@@ -31,29 +37,58 @@ export function shardsOf(mask: { maskLo: number; maskHi: number }): number[] {
   return out;
 }
 
-/** Marks the partition as existing; "source_gone" when the source was deleted meanwhile. */
-export async function registerPartition(s: Services, ref: PartitionRef, shards: number, now: number): Promise<Registration | "source_gone"> {
+const layout = { shards: partitions.shards, baseShards: partitions.baseShards, maskLo: partitions.maskLo, maskHi: partitions.maskHi };
+
+/**
+ * Marks the partition as existing, and reads the layouts of its day and the day before
+ * (one D1 batch). The first partition of a day sets its count: half the day before's
+ * last (store/shards.ts), computed in the same statement, so every router that reads
+ * the day before computes the same. "source_gone" when the source was deleted meanwhile.
+ */
+export async function registerPartition(s: Services, ref: PartitionRef, now: number): Promise<Registration | "source_gone"> {
   const b = bit(ref.shard);
+  const min = s.config.eventShards;
+  const initial = sql`max(${min}, coalesce((SELECT ${partitions.shards} / 2 FROM ${partitions} WHERE ${partitions.sourceId} = ${ref.sourceId} AND ${partitions.day} = ${ref.day - 1}), ${min}))`;
   try {
     const [mine, previous] = await s.db.batch([
       s.db
         .insert(partitions)
-        .values({ sourceId: ref.sourceId, day: ref.day, shards, maskLo: b.lo, maskHi: b.hi, createdAt: now })
+        .values({ sourceId: ref.sourceId, day: ref.day, shards: initial, baseShards: initial, maskLo: b.lo, maskHi: b.hi, createdAt: now })
         .onConflictDoUpdate({
           target: [partitions.sourceId, partitions.day],
           set: { maskLo: sql`${partitions.maskLo} | ${b.lo}`, maskHi: sql`${partitions.maskHi} | ${b.hi}` },
         })
-        .returning({ shards: partitions.shards }),
-      s.db
-        .select({ shards: partitions.shards, maskLo: partitions.maskLo, maskHi: partitions.maskHi })
-        .from(partitions)
-        .where(and(eq(partitions.sourceId, ref.sourceId), eq(partitions.day, ref.day - 1))),
+        .returning(layout),
+      s.db.select(layout).from(partitions).where(and(eq(partitions.sourceId, ref.sourceId), eq(partitions.day, ref.day - 1))),
     ]);
-    return { shards: mine[0]?.shards ?? shards, previous: previous[0] ?? null };
+    return { today: mine[0]!, previous: previous[0] ?? null };
   } catch (err) {
     if (err instanceof Error && /FOREIGN KEY/i.test(err.message)) return "source_gone";
     throw err;
   }
+}
+
+/** The day's shard count, and the day before's (for a router deciding where a new day's events go). */
+export async function dayShards(s: Services, sourceId: string, day: number): Promise<{ today: number | null; previous: number | null }> {
+  const rows = await s.db
+    .select({ day: partitions.day, shards: partitions.shards })
+    .from(partitions)
+    .where(and(eq(partitions.sourceId, sourceId), gte(partitions.day, day - 1), lte(partitions.day, day)))
+    .all();
+  return { today: rows.find((r) => r.day === day)?.shards ?? null, previous: rows.find((r) => r.day === day - 1)?.shards ?? null };
+}
+
+/** Doubles the day's shard count, if it still is `from`; returns the count now. */
+export async function doubleShards(s: Services, ref: PartitionRef, from: number): Promise<number> {
+  const where = and(eq(partitions.sourceId, ref.sourceId), eq(partitions.day, ref.day));
+  const [, now] = await s.db.batch([
+    s.db
+      .update(partitions)
+      .set({ shards: from * 2 })
+      .where(and(where, eq(partitions.shards, from), lt(partitions.shards, MAX_DAY_SHARDS))),
+    s.db.select({ shards: partitions.shards }).from(partitions).where(where),
+  ]);
+  return now[0]?.shards ?? from;
 }
 
 /** Clears a dropped partition's bit; the day's row goes with its last partition. */
@@ -71,13 +106,20 @@ export async function removePartitionBit(s: Services, ref: PartitionRef): Promis
 
 /**
  * The other partitions that may hold an event with this delivery id within the dedupe
- * window: the previous day's partition the key routed to, if that one exists.
+ * window: this day's shards the key went to before the count grew, and the day before's
+ * (those that exist, as the registration saw them).
  */
-export function lookupChain(ref: PartitionRef, reg: Registration, key: string): PartitionRef[] {
+export function lookupChain(ref: PartitionRef, reg: Registration, shards: number, key: string): { today: PartitionRef[]; previous: PartitionRef[] } {
+  const today = keyShards(key, shards, reg.today.baseShards)
+    .filter((shard) => shard !== ref.shard && hasShard(reg.today, shard))
+    .map((shard) => ({ ...ref, shard }));
   const prev = reg.previous;
-  if (!prev) return [];
-  const shard = shardOfKey(key, prev.shards);
-  return hasShard(prev, shard) ? [{ sourceId: ref.sourceId, day: ref.day - 1, shard }] : [];
+  const previous = prev
+    ? keyShards(key, prev.shards, prev.baseShards)
+        .filter((shard) => hasShard(prev, shard))
+        .map((shard) => ({ sourceId: ref.sourceId, day: ref.day - 1, shard }))
+    : [];
+  return { today, previous };
 }
 
 export interface DayPartitions {

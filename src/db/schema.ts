@@ -84,9 +84,10 @@ export const destinations = sqliteTable(
 
 /**
  * Which partitions (EventStore Durable Objects) exist: one row per source and UTC day
- * that received anything, with the day's shard count and a bit per shard that exists
- * (two 32-bit halves: D1 hands integers to JavaScript as doubles). Lists and deletes
- * read these rows to know where to look; the partitions hold the events themselves.
+ * that received anything, with the day's shard count (store/shards.ts) and a bit per
+ * shard that exists (two 32-bit halves: D1 hands integers to JavaScript as doubles).
+ * Ingest reads the count to route; lists and deletes read the bits to know where to
+ * look; the partitions hold the events themselves.
  */
 export const partitions = sqliteTable(
   "partitions",
@@ -95,7 +96,9 @@ export const partitions = sqliteTable(
       .notNull()
       .references(() => sources.id, { onDelete: "cascade" }),
     day: integer("day").notNull(),
+    /** The day's shard count now, and the one it started with (a power of two each). */
     shards: integer("shards").notNull(),
+    baseShards: integer("base_shards").notNull(),
     maskLo: integer("mask_lo").notNull().default(0),
     maskHi: integer("mask_hi").notNull().default(0),
     createdAt: integer("created_at").notNull(),

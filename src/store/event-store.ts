@@ -26,8 +26,9 @@ import { targetsFor } from "../delivery/targets";
 import { log } from "../log";
 import { servicesFor, type Services } from "../services";
 import { targetsOf } from "../db/destinations";
-import { lookupChain, registerPartition, removePartitionBit, type Registration } from "../db/partitions";
-import { dayStart, DAY_MS, IdMaker, parsePartitionName, partitionName, type PartitionRef } from "./ids";
+import { doubleShards, lookupChain, registerPartition, removePartitionBit, type Registration } from "../db/partitions";
+import { dayStart, DAY_MS, IdMaker, parsePartitionName, partitionName, shardOfKey, type PartitionRef } from "./ids";
+import { isPowerOfTwo, MAX_DAY_SHARDS } from "./shards";
 import { attemptsPage, deliveriesOfEvent, destinationRows, eventsPage, pendingEvents, replayPage, type PartitionDb } from "./queries";
 import * as schema from "./schema";
 import { attempts, deliveries, events, outbox } from "./schema";
@@ -67,7 +68,12 @@ const KV = {
   registration: "registration",
   sealed: "sealed",
   dropAt: "drop_at",
+  shards: "shards",
 } as const;
+
+/** Inserts between two looks at the partition's growth, and the least time between them. */
+const SPLIT_CHECK_EVERY = 64;
+const SPLIT_WINDOW_MS = 30_000;
 
 export class EventStore extends DurableObject<Env> {
   private readonly db: Db;
@@ -81,6 +87,8 @@ export class EventStore extends DurableObject<Env> {
   private drainFailures = 0;
   private targets: { epoch: number; at: number; list: TargetDestination[] } | null = null;
   private targetsEpoch = 0;
+  private inserts = 0;
+  private growth: { at: number; size: number } | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -100,45 +108,79 @@ export class EventStore extends DurableObject<Env> {
   }
 
   /** First write: the tables, the bookkeeping row in D1, the retention alarm. */
-  private async register(shards: number): Promise<Registration | "source_gone"> {
+  private async register(): Promise<Registration | "source_gone"> {
     const existing = this.registration;
     if (existing) return existing;
-    const reg = await registerPartition(this.s, this.ref, shards, this.now());
+    const reg = await registerPartition(this.s, this.ref, this.now());
     if (reg === "source_gone") return reg;
     if (this.registration) return this.registration; // a concurrent first write got here first
     await migrate(this.db, migrations);
     const dropAt = dayStart(this.ref.day + 1 + this.s.config.retentionDays);
     this.ctx.storage.kv.put(KV.dropAt, dropAt);
+    this.ctx.storage.kv.put(KV.shards, reg.today.shards);
     this.ctx.storage.kv.put(KV.registration, reg);
     await this.armAlarm();
     return reg;
   }
 
+  /** The day's shard count as this partition knows it: at least what routers and other partitions told it. */
+  private get shards(): number {
+    return this.ctx.storage.kv.get<number>(KV.shards) ?? 1;
+  }
+
+  private learnShards(n: number): void {
+    if (isPowerOfTwo(n) && n <= MAX_DAY_SHARDS && n > this.shards) this.ctx.storage.kv.put(KV.shards, n);
+  }
+
+  /** Whether an event with this key belongs here now; if not, the count it belongs under. */
+  private misplaced(key: string | null): number | null {
+    const n = this.shards;
+    return key !== null && shardOfKey(key, n) !== this.ref.shard ? n : null;
+  }
+
   // ---- ingest -------------------------------------------------------------------------
 
-  /** Stores one event (or finds it a duplicate) and guarantees its fan-out. */
+  /**
+   * Stores one event (or finds it a duplicate) and guarantees its fan-out. `shards` is
+   * the day's count as the router knows it. With a delivery id, the shards the key went
+   * to before the day's count grew, and the day before's, are asked too: the dedupe
+   * window spans splits and midnight.
+   */
   async ingest(req: IngestRequest, shards: number): Promise<IngestResult> {
     if (this.ctx.storage.kv.get<boolean>(KV.sealed)) return { kind: "sealed" };
-    const reg = await this.register(shards);
+    const reg = await this.register();
     if (reg === "source_gone") return { kind: "source_gone" };
+    this.learnShards(shards);
+    const key = req.dedupeKey;
+    let moved = this.misplaced(key);
+    if (moved !== null) return { kind: "moved", shards: moved };
 
-    if (req.dedupeKey !== null) {
-      const first = this.eventIdByKey(req.dedupeKey);
+    if (key !== null) {
+      const first = this.eventIdByKey(key);
       if (first) return { kind: "duplicate", eventId: first };
-      // The window spans midnight: the key may be in an earlier partition of its chain.
-      for (const ref of lookupChain(this.ref, reg, req.dedupeKey)) {
-        const found = await this.env.EVENT_STORE.getByName(partitionName(ref)).lookupKey(req.dedupeKey);
+      const chain = lookupChain(this.ref, reg, this.shards, key);
+      // The shards the key went to earlier today learn the count, and refuse it from now on.
+      for (const ref of chain.today) {
+        const found = await this.s.store(ref).lookupKey(key, { shards: this.shards });
         if (found) return { kind: "duplicate", eventId: found };
       }
+      // The day before's take no new event once asked.
+      for (const ref of chain.previous) {
+        const found = await this.s.store(ref).lookupKey(key, { seal: true });
+        if (found) return { kind: "duplicate", eventId: found };
+      }
+      // While we asked, this partition may have been sealed or told of a larger count.
+      if (this.ctx.storage.kv.get<boolean>(KV.sealed)) return { kind: "sealed" };
+      moved = this.misplaced(key);
+      if (moved !== null) return { kind: "moved", shards: moved };
     }
-    const start = dayStart(this.ref.day);
-    const id = this.ids.next(Math.min(Math.max(req.receivedAt, start), start + DAY_MS - 1));
+    const id = this.idAt(req.receivedAt);
     const inserted = this.db
       .insert(events)
       .values({
         id,
         type: req.type,
-        dedupeKey: req.dedupeKey,
+        dedupeKey: key,
         payload: req.payload,
         payloadIsJson: req.payloadIsJson,
         headers: req.headers,
@@ -150,10 +192,17 @@ export class EventStore extends DurableObject<Env> {
       .get();
     if (!inserted) {
       // A concurrent request with the same key won the insert while we looked elsewhere.
-      return { kind: "duplicate", eventId: this.eventIdByKey(req.dedupeKey!)! };
+      return { kind: "duplicate", eventId: this.eventIdByKey(key!)! };
     }
     this.scheduleDrain();
+    if (++this.inserts % SPLIT_CHECK_EVERY === 0) this.ctx.waitUntil(this.considerSplit());
     return { kind: "stored", eventId: id };
+  }
+
+  /** An id at `ms`, kept within this partition's day. */
+  private idAt(ms: number): string {
+    const start = dayStart(this.ref.day);
+    return this.ids.next(Math.min(Math.max(ms, start), start + DAY_MS - 1));
   }
 
   private eventIdByKey(key: string): string | undefined {
@@ -161,14 +210,50 @@ export class EventStore extends DurableObject<Env> {
   }
 
   /**
-   * Whether this partition holds an event with this provider delivery id. Asked by the
-   * partitions of a later day; from then on this one takes no new events ("sealed"), so
-   * a key it does not hold now it never will.
+   * Whether this partition holds an event with this provider delivery id. Asked by a
+   * later day's partitions (`seal`: from then on this one takes no new event, so a key it
+   * does not hold now it never will), or by this day's after the count grew (`shards`:
+   * from then on it refuses the keys that belong elsewhere under that count).
    */
-  async lookupKey(key: string): Promise<string | null> {
+  async lookupKey(key: string, opts: { seal?: boolean; shards?: number }): Promise<string | null> {
     if (!this.registration) return null;
-    if (!this.ctx.storage.kv.get<boolean>(KV.sealed)) this.ctx.storage.kv.put(KV.sealed, true);
+    if (opts.seal && !this.ctx.storage.kv.get<boolean>(KV.sealed)) this.ctx.storage.kv.put(KV.sealed, true);
+    if (opts.shards !== undefined) this.learnShards(opts.shards);
     return this.eventIdByKey(key) ?? null;
+  }
+
+  /**
+   * Doubles the day's shard count when this partition, at the rate it has grown over the
+   * last SPLIT_WINDOW_MS, would pass PARTITION_SPLIT_BYTES by the end of its day. The
+   * keys that belong to the new shards go there from then on (ingest answers "moved").
+   */
+  private async considerSplit(): Promise<void> {
+    const now = this.now();
+    const size = this.ctx.storage.sql.databaseSize;
+    const last = this.growth;
+    if (!last || now - last.at < SPLIT_WINDOW_MS) {
+      if (!last) this.growth = { at: now, size };
+      return;
+    }
+    this.growth = { at: now, size };
+    const rate = Math.max(0, size - last.size) / (now - last.at);
+    const projected = size + rate * (dayStart(this.ref.day + 1) - now);
+    if (projected > this.s.config.partitionSplitBytes) await this.split();
+  }
+
+  /** Doubles the day's shard count (once, however many partitions ask at the same time). */
+  async split(): Promise<number> {
+    const from = this.shards;
+    if (from >= MAX_DAY_SHARDS) return from;
+    try {
+      const now = await doubleShards(this.s, this.ref, from);
+      this.learnShards(now);
+      log("info", "partition_split", { partition: partitionName(this.ref), shards: now });
+      return now;
+    } catch (err) {
+      log("error", "partition_split_failed", { partition: partitionName(this.ref), error: errorName(err) });
+      return from;
+    }
   }
 
   // ---- fan-out ------------------------------------------------------------------------
@@ -250,7 +335,7 @@ export class EventStore extends DurableObject<Env> {
         .where(eq(deliveries.id, deliveryId))
         .run();
     } else {
-      deliveryId = this.ids.next(Math.max(now, dayStart(this.ref.day)));
+      deliveryId = this.idAt(now);
       tx.insert(deliveries)
         .values({ id: deliveryId, eventId, destinationId, status: "pending", token, nextAttemptAt: now, createdAt: now, updatedAt: now })
         .run();
@@ -332,7 +417,7 @@ export class EventStore extends DurableObject<Env> {
     if (!this.registration) {
       // An attempt of an older event on a day this shard has not written yet.
       if (req.settlements.length > 0 || req.attempts.length === 0) return req.settlements.map(() => false);
-      const reg = await this.register(1);
+      const reg = await this.register();
       if (reg === "source_gone") return [];
     }
     const now = this.now();

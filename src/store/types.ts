@@ -18,6 +18,8 @@ export type IngestResult =
   | { kind: "duplicate"; eventId: string }
   /** This partition's day is over (another partition already checked its keys): use the next day's. */
   | { kind: "sealed" }
+  /** The day has more shards than the router knew: the key belongs to another one. */
+  | { kind: "moved"; shards: number }
   /** The source no longer exists. */
   | { kind: "source_gone" };
 

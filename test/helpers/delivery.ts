@@ -30,7 +30,7 @@ export function partition(ref: PartitionRef) {
 /** Runs `fn` on a partition's own storage through drizzle, creating the partition if it does not exist yet. */
 export async function inPartition<T>(ref: PartitionRef, fn: (db: PartitionDb, instance: EventStore, state: DurableObjectState) => T | Promise<T>): Promise<T> {
   return runInDurableObject(partition(ref), async (instance: EventStore, state) => {
-    if ((await instance["register"](1)) === "source_gone") throw new Error("inPartition: no such source in D1");
+    if ((await instance["register"]()) === "source_gone") throw new Error("inPartition: no such source in D1");
     return fn(drizzle(state.storage, { schema }), instance, state);
   });
 }

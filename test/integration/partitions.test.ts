@@ -15,11 +15,12 @@ import type { WorkMessage } from "../../src/delivery/messages";
 import { servicesFor, type Services } from "../../src/services";
 import type { EventStore } from "../../src/store/event-store";
 import { DAY_MS, dayOf, dayStart, partitionOf, readId, shardOfKey, type PartitionRef } from "../../src/store/ids";
-import { call, createAccount, createDestination, createSource, envWith, eventually, json, mailbox, type Account } from "../helpers/api";
+import { call, createAccount, createDestination, createSource, eventually, json, mailbox, type Account } from "../helpers/api";
 import {
   attemptRows,
   deliveriesOf,
   eventPartition,
+  inPartition,
   insertDelivery,
   insertEvent,
   partition,
@@ -40,38 +41,100 @@ beforeEach(async () => {
 
 const base = () => `/api/v1/webhooks/sources/${source.id}`;
 const get = async (path: string) => json(await call("GET", path, { key: account.key }));
-const ingestTo = (ref: PartitionRef, event: { key: string | null; at: number; type?: string }, shards = 4) =>
+const ingestTo = (ref: PartitionRef, event: { key: string | null; at: number; type?: string }, shards: number) =>
   partition(ref).ingest(
     { type: event.type ?? "invoice.paid", dedupeKey: event.key, payload: '{"a":1}', payloadIsJson: true, headers: {}, receivedAt: event.at },
     shards,
   );
 
+/** Doubles a day's shard count `times` times, as a growing partition does. */
+async function split(sourceId: string, day: number, times: number): Promise<number> {
+  let n = 1;
+  const ref = { sourceId, day, shard: 0 };
+  await inPartition(ref, () => undefined);
+  for (let i = 0; i < times; i++) n = await partition(ref).split();
+  return n;
+}
+
+const send = (key: string, type = "t") =>
+  call("POST", new URL(source.ingest_url).pathname, { raw: JSON.stringify({ type }), headers: { "content-type": "application/json", "idempotency-key": key } });
+
 describe("routing", () => {
-  it("an event with a delivery id lands in the shard the id names, and its own id names that partition", async () => {
-    const four = envWith({ EVENT_SHARDS: "4" });
-    const path = new URL(source.ingest_url).pathname;
+  it("a quiet source's day has one partition; once the day's count doubles, each delivery id goes to the shard it names", async () => {
+    const today = dayOf(Date.now());
+    const first = (await json(await send("before-split"))).data.event_id as string;
+    expect(readId(first)!.shard).toBe(0);
+    expect(await split(source.id, today, 2)).toBe(4);
     const ids: string[] = [];
     for (let i = 0; i < 12; i++) {
-      const res = await call("POST", path, { raw: JSON.stringify({ type: "t" }), headers: { "content-type": "application/json", "idempotency-key": `key-${i}` }, env: four });
+      const res = await send(`key-${i}`);
       expect(res.status).toBe(202);
       const id = (await json(res)).data.event_id as string;
       expect(readId(id)!.shard).toBe(shardOfKey(`key-${i}`, 4));
-      expect(dayOf(readId(id)!.ms)).toBe(dayOf(Date.now()));
+      expect(dayOf(readId(id)!.ms)).toBe(today);
       ids.push(id);
     }
-    // More than one shard was used, and each event is found through its id alone.
     expect(new Set(ids.map((id) => readId(id)!.shard)).size).toBeGreaterThan(1);
-    for (const id of ids) expect((await get(`${base()}/events/${id}`)).data.id).toBe(id);
-    // D1 knows which shards exist, in one row for the day.
-    const rows = (await env.DB.prepare("SELECT day, shards FROM partitions WHERE source_id = ?").bind(source.id).all()).results;
-    expect(rows).toEqual([{ day: dayOf(Date.now()), shards: 4 }]);
-    expect((await partitionsOf(source.id)).map((p) => p.shard).sort()).toEqual([...new Set(ids.map((id) => readId(id)!.shard))].sort());
+    // Each event is found through its id alone.
+    for (const id of [first, ...ids]) expect((await get(`${base()}/events/${id}`)).data.id).toBe(id);
+    // D1 knows the day's count and which shards exist, in one row for the day.
+    const rows = (await env.DB.prepare("SELECT day, shards, base_shards FROM partitions WHERE source_id = ?").bind(source.id).all()).results;
+    expect(rows).toEqual([{ day: today, shards: 4, base_shards: 1 }]);
+    expect((await partitionsOf(source.id)).map((p) => p.shard).sort()).toEqual([...new Set([0, ...ids.map((id) => readId(id)!.shard)])].sort());
+  });
+
+  it("dedupes across a split: an event stored before the day's count doubled is found by a duplicate routed after", async () => {
+    const today = dayOf(Date.now());
+    const keys = Array.from({ length: 8 }, (_, i) => `evt_${i}_${crypto.randomUUID()}`);
+    const before = await Promise.all(keys.map(async (k) => (await json(await send(k))).data.event_id as string));
+    expect(before.every((id) => readId(id)!.shard === 0)).toBe(true);
+    await split(source.id, today, 3);
+    // Some of these keys now belong to shards 1 to 7: each duplicate still answers 200 with the first id.
+    expect(keys.some((k) => shardOfKey(k, 8) !== 0)).toBe(true);
+    const again = await Promise.all(keys.map(async (k) => {
+      const res = await send(k);
+      expect(res.status).toBe(200);
+      return (await json(res)).data.event_id as string;
+    }));
+    expect(again).toEqual(before);
+    expect((await storedEvents(source.id)).map((e) => e.id).sort()).toEqual([...before].sort());
+    // The old shard knows it now: a key that belongs elsewhere is sent on, never stored there,
+    // even by a router that still thinks the day has one shard.
+    const elsewhere = Array.from({ length: 50 }, (_, i) => `new-${i}`).find((k) => shardOfKey(k, 8) !== 0)!;
+    const answer = await partition({ sourceId: source.id, day: today, shard: 0 }).ingest(
+      { type: "t", dedupeKey: elsewhere, payload: "{}", payloadIsJson: true, headers: {}, receivedAt: Date.now() },
+      1,
+    );
+    expect(answer).toEqual({ kind: "moved", shards: 8 });
+  });
+
+  it("a partition growing fast enough to pass PARTITION_SPLIT_BYTES by the end of its day doubles the day's count", async () => {
+    const today = dayOf(Date.now());
+    await send("first");
+    const ref = { sourceId: source.id, day: today, shard: 0 };
+    const counts = await runInDurableObject(partition(ref), async (instance: EventStore) => {
+      const store = instance as unknown as { s: Services; considerSplit(): Promise<void> };
+      const real = store.s;
+      store.s = { ...real, config: { ...real.config, partitionSplitBytes: 64 * 1024 } };
+      const t0 = Date.now();
+      instance.now = () => t0;
+      await store.considerSplit(); // the first look: where it starts from
+      for (let i = 0; i < 50; i++) {
+        await instance.ingest({ type: "t", dedupeKey: null, payload: "x".repeat(2000), payloadIsJson: false, headers: {}, receivedAt: t0 }, 1);
+      }
+      instance.now = () => t0 + 10_000;
+      await store.considerSplit(); // too soon to judge a rate
+      const early = (await env.DB.prepare("SELECT shards FROM partitions WHERE source_id = ?").bind(source.id).first<number>("shards"))!;
+      instance.now = () => t0 + 31_000;
+      await store.considerSplit(); // ~100 KB in 31 s: far past 64 KB by midnight
+      store.s = real;
+      return { early, late: (await env.DB.prepare("SELECT shards FROM partitions WHERE source_id = ?").bind(source.id).first<number>("shards"))! };
+    });
+    expect(counts).toEqual({ early: 1, late: 2 });
   });
 
   it("dedupes across shards: the same delivery id always finds its first event; different ones are different events", async () => {
-    const four = envWith({ EVENT_SHARDS: "4" });
-    const path = new URL(source.ingest_url).pathname;
-    const send = (key: string) => call("POST", path, { raw: JSON.stringify({ type: "t" }), headers: { "content-type": "application/json", "idempotency-key": key }, env: four });
+    await split(source.id, dayOf(Date.now()), 2);
     const first = await Promise.all(["a", "b", "c", "d", "e", "f"].map(async (k) => (await json(await send(k))).data.event_id as string));
     const again = await Promise.all(["a", "b", "c", "d", "e", "f"].map(async (k) => {
       const res = await send(k);
@@ -87,17 +150,31 @@ describe("routing", () => {
     const day = dayOf(Date.now()) - 1;
     const midnight = dayStart(day + 1);
     const key = `evt_${crypto.randomUUID()}`;
-    const shard = shardOfKey(key, 4);
-    const before = await ingestTo({ sourceId: source.id, day, shard }, { key, at: midnight - 1000 });
+    const before = await ingestTo({ sourceId: source.id, day, shard: 0 }, { key, at: midnight - 1000 }, 1);
     expect(before.kind).toBe("stored");
-    const after = await ingestTo({ sourceId: source.id, day: day + 1, shard }, { key, at: midnight + 1000 });
+    const after = await ingestTo({ sourceId: source.id, day: day + 1, shard: 0 }, { key, at: midnight + 1000 }, 1);
     expect(after).toEqual({ kind: "duplicate", eventId: (before as { eventId: string }).eventId });
     // Another key after midnight is a new event, in the new day's partition.
-    const other = await ingestTo({ sourceId: source.id, day: day + 1, shard }, { key: `${key}-2`, at: midnight + 2000 });
+    const other = await ingestTo({ sourceId: source.id, day: day + 1, shard: 0 }, { key: `${key}-2`, at: midnight + 2000 }, 1);
     expect(other.kind).toBe("stored");
     expect(partitionOf(source.id, (other as { eventId: string }).eventId)!.day).toBe(day + 1);
     // The day before has been asked for its keys: it takes no new events (a late clock goes to the next day).
-    expect(await ingestTo({ sourceId: source.id, day, shard }, { key: "late", at: midnight - 1 })).toEqual({ kind: "sealed" });
+    expect(await ingestTo({ sourceId: source.id, day, shard: 0 }, { key: "late", at: midnight - 1 }, 1)).toEqual({ kind: "sealed" });
+  });
+
+  it("dedupes across midnight after the day before split: the new day starts with half its count, and finds the key where it went", async () => {
+    const day = dayOf(Date.now()) - 1;
+    expect(await split(source.id, day, 2)).toBe(4);
+    const key = ["k1", "k2", "k3", "k4", "k5", "k6"].map((k) => `${k}-${crypto.randomUUID()}`).find((k) => shardOfKey(k, 4) >= 2)!;
+    const before = await ingestTo({ sourceId: source.id, day, shard: shardOfKey(key, 4) }, { key, at: dayStart(day + 1) - 1000 }, 4);
+    expect(before.kind).toBe("stored");
+    // Today starts at 2 shards: the key's shard today is not the one it had yesterday.
+    const todayShard = shardOfKey(key, 2);
+    expect(todayShard).not.toBe(shardOfKey(key, 4));
+    const after = await ingestTo({ sourceId: source.id, day: day + 1, shard: todayShard }, { key, at: dayStart(day + 1) + 1000 }, 2);
+    expect(after).toEqual({ kind: "duplicate", eventId: (before as { eventId: string }).eventId });
+    const rows = (await env.DB.prepare("SELECT day, shards, base_shards FROM partitions WHERE source_id = ? ORDER BY day").bind(source.id).all()).results;
+    expect(rows).toEqual([{ day, shards: 4, base_shards: 1 }, { day: day + 1, shards: 2, base_shards: 2 }]);
   });
 
   it("an event id that names no partition of this source, or another source's event, is a 404", async () => {

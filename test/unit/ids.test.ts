@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { isId, newId } from "../../src/db/ids";
 import { DAY_MS, dayOf, idBoundAt, IdMaker, parsePartitionName, partitionName, partitionOf, readId, shardFor, shardOfKey } from "../../src/store/ids";
+import { initialShards, keyShards } from "../../src/store/shards";
 
 describe("ids of configuration rows", () => {
   it("are UUIDv7 carrying their time, strictly increasing within one millisecond", () => {
@@ -80,5 +81,23 @@ describe("shards", () => {
     expect(shardFor(undefined, 4, () => 0)).toBe(0);
     expect(shardFor("k", 4, () => 0.99)).toBe(shardOfKey("k", 4));
     expect(shardFor(null, 1)).toBe(0);
+  });
+});
+
+describe("a day's shard count", () => {
+  it("starts at half the day before's, never below the minimum", () => {
+    expect(initialShards(null, 1)).toBe(1);
+    expect(initialShards(64, 1)).toBe(32);
+    expect(initialShards(1, 1)).toBe(1);
+    expect(initialShards(2, 4)).toBe(4);
+  });
+
+  it("a key may be in its shard under each count the day had, newest first, each once", () => {
+    const key = Array.from({ length: 100 }, (_, i) => `k${i}`).find((k) => shardOfKey(k, 8) === 7)!;
+    expect(keyShards(key, 8, 1)).toEqual([7, 3, 1, 0]);
+    expect(keyShards(key, 8, 8)).toEqual([7]);
+    expect(keyShards(key, 8, 2)).toEqual([7, 3, 1]);
+    // Halving keeps the key's place: its shard under n is its shard under 2n, mod n.
+    for (let i = 0; i < 500; i++) expect(shardOfKey(`x${i}`, 32) % 16).toBe(shardOfKey(`x${i}`, 16));
   });
 });
