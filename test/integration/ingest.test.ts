@@ -24,6 +24,7 @@ import {
   type Account,
 } from "../helpers/api";
 import { storedEvents } from "../helpers/delivery";
+import { SOURCE_CACHE_TTL_MS } from "../../src/ingest/sources";
 
 const MiB = 1024 * 1024;
 const stripe = new Stripe("sk_test_x");
@@ -661,6 +662,29 @@ describe("limits and errors", () => {
     const del = await call("DELETE", `/api/v1/webhooks/sources/${src.id}`, { key: a.key });
     expect(del.status).toBe(204);
     await expectError(await post(src, "{}"), 404, "not_found");
+  });
+
+  it("a source deleted elsewhere (another isolate's cache) stops taking events within SOURCE_CACHE_TTL_MS", async () => {
+    const a = await createAccount();
+    const src = await createSource(a, { name: "cached" });
+    expect((await post(src, "{}")).status).toBe(202);
+    // Deleted behind this isolate's back, as another isolate's DELETE would be.
+    const gone = Date.now();
+    await env.DB.prepare("DELETE FROM sources WHERE id = ?").bind(src.id).run();
+    // Within the stated staleness it is still served from the cache (its partition exists)...
+    expect((await post(src, "{}")).status).toBe(202);
+    // ...and never after it.
+    await new Promise((r) => setTimeout(r, Math.max(0, gone + SOURCE_CACHE_TTL_MS + 50 - Date.now())));
+    await expectError(await post(src, "{}"), 404, "not_found");
+  });
+
+  it("a new signing secret applies at once on the isolate that set it", async () => {
+    const a = await createAccount();
+    const src = await createSource(a, { name: "rotating", provider: "github" });
+    expect((await post(src, "{}", { "x-github-event": "ping" })).status).toBe(202);
+    const patch = await call("PATCH", `/api/v1/webhooks/sources/${src.id}`, { key: a.key, body: { signing_secret: "a-new-github-secret" } });
+    expect(patch.status).toBe(200);
+    await expectError(await post(src, "{}", { "x-github-event": "ping" }), 401, "unauthorized");
   });
 
   it("needs no API key, and an Authorization header is neither required nor stored", async () => {
