@@ -16,6 +16,7 @@ import { eventRoutes } from "./http/events";
 import { recoveryRoutes } from "./http/recovery";
 import { ApiError, errorBody, errorResponse } from "./http/errors";
 import { log } from "./log";
+import { meter } from "./meter";
 import { cachedOpenApiDocument } from "./http/openapi";
 import { sourceRoutes } from "./http/sources";
 import { apiBodyGuard, apiBodyLimit } from "./http/validation";
@@ -49,10 +50,12 @@ export function createApp() {
   app.use(async (c, next) => {
     // Fails closed: an unsafe configuration serves nothing but the error.
     c.set("services", servicesFor(c.env));
+    if (c.var.services.config.meter && c.req.path !== "/__meter") meter.workerRequests++;
     await next();
   });
   app.use("/api/*", apiBodyGuard, apiBodyLimit);
 
+  app.get("/__meter", (c) => (c.var.services.config.meter ? c.json(meter) : c.json(errorBody("not_found", "No such route."), 404)));
   app.get("/api/v1/openapi.json", async (c) => c.json(await cachedOpenApiDocument(app, new URL(c.req.url).origin)));
   app.get("/", (c) =>
     c.json({ data: { name: "krafter", docs: "/docs", api: "/api/v1", environment: c.var.services.config.environment } }),

@@ -28,6 +28,8 @@ export interface Env {
   DOH_URL?: string;
   EVENT_SHARDS?: string;
   PARTITION_SPLIT_BYTES?: string;
+  /** Count billed operations for the benchmark (src/meter.ts). Never in production. */
+  METER?: string;
 }
 
 /**
@@ -81,6 +83,10 @@ const configSchema = z
     // A partition that would pass this by the end of its day doubles the day's shards.
     PARTITION_SPLIT_BYTES: intFrom(4 * 1024 ** 3, 1024, 8 * 1024 ** 3),
     DOH_URL: z.url().optional().default("https://cloudflare-dns.com/dns-query"),
+    METER: z
+      .string()
+      .optional()
+      .transform((v) => v === "true"),
   })
   .superRefine((c, ctx) => {
     if (isProduction(c.ENVIRONMENT) && c.ALLOW_PRIVATE_DESTINATIONS) {
@@ -106,6 +112,7 @@ export interface Config {
   /** A partition projected to hold more than this by the end of its day splits. */
   partitionSplitBytes: number;
   dohUrl: string;
+  meter: boolean;
 }
 
 export class ConfigError extends Error {
@@ -136,6 +143,7 @@ export function loadConfig(env: Env): Config {
     eventShards: c.EVENT_SHARDS,
     partitionSplitBytes: c.PARTITION_SPLIT_BYTES,
     dohUrl: c.DOH_URL,
+    meter: c.METER && !isProduction(c.ENVIRONMENT),
   };
   cache.set(env, config);
   return config;

@@ -10,6 +10,7 @@ import type { DeliverMessage, WorkMessage } from "./delivery/messages";
 import { carryOutRemoval } from "./delivery/removal";
 import { housekeeping } from "./housekeeping";
 import { log } from "./log";
+import { meter } from "./meter";
 import { servicesFor } from "./services";
 
 export { DestinationHealth } from "./destination-health";
@@ -21,6 +22,10 @@ type AnyMessage = DeliverMessage | WorkMessage;
 
 export async function handleQueue(batch: MessageBatch<AnyMessage>, env: Env, _ctx?: ExecutionContext): Promise<void> {
   const s = servicesFor(env);
+  if (s.config.meter) {
+    meter.queueBatches++;
+    meter.queueMessagesReceived += batch.messages.length;
+  }
   switch (queueName(batch.queue)) {
     case "deliver": {
       const messages = batch.messages as readonly Message<DeliverMessage>[];

@@ -24,6 +24,7 @@ import type { Env } from "../config";
 import { deliverMessage, sendAll, type DeliverMessage } from "../delivery/messages";
 import { targetsFor } from "../delivery/targets";
 import { log } from "../log";
+import { meter, meteredSql } from "../meter";
 import { servicesFor, type Services } from "../services";
 import { targetsOf } from "../db/destinations";
 import { doubleShards, lookupChain, registerPartition, removePartitionBit, type Registration } from "../db/partitions";
@@ -97,6 +98,7 @@ export class EventStore extends DurableObject<Env> {
     this.ref = ref;
     this.ids = new IdMaker(ref.shard);
     this.s = servicesFor(env);
+    if (this.s.config.meter) meteredSql(ctx.storage);
     this.db = drizzle(ctx.storage, { schema });
     // Only a partition that holds something has tables: a stray call to one that was
     // dropped (or never written) must not bring it back as empty storage.
@@ -660,13 +662,16 @@ export class EventStore extends DurableObject<Env> {
   /** Drops the whole partition: its data, its alarm, its D1 bookkeeping bit. */
   async drop(): Promise<void> {
     const wasRegistered = this.registration !== undefined;
+    const started = Date.now();
     await this.ctx.storage.deleteAll();
+    const durationMs = Date.now() - started;
     this.targets = null;
     if (wasRegistered) await removePartitionBit(this.s, this.ref);
-    log("info", "partition_dropped", { partition: partitionName(this.ref) });
+    log("info", "partition_dropped", { partition: partitionName(this.ref), duration_ms: durationMs });
   }
 
   override async alarm(): Promise<void> {
+    if (this.s.config.meter) meter.doAlarms++;
     const dropAt = this.ctx.storage.kv.get<number>(KV.dropAt);
     if (dropAt !== undefined && this.now() >= dropAt) return this.drop();
     if (!this.draining) this.scheduleDrain();
