@@ -80,10 +80,13 @@ export function createApp() {
     }
     const requestId = c.var.requestId;
     if (err instanceof ConfigError) {
+      // Our own message: it names the setting at fault, never a value.
       log("error", "misconfigured", { request_id: requestId, message: err.message });
       return c.json(errorBody("misconfigured", "The relay is misconfigured and refuses to serve.", undefined, requestId), 500);
     }
-    log("error", "unhandled_error", { request_id: requestId, error: err instanceof Error ? err.name : "unknown", message: err instanceof Error ? err.message : String(err) });
+    // The class of the error and a fixed description only: a driver's message can carry
+    // SQL and bound values (a payload), and a log is no place for those.
+    log("error", "unhandled_error", { request_id: requestId, error: err instanceof Error ? err.name : typeof err, message: "an unexpected error reached the app's error handler" });
     return c.json(errorBody("internal_error", "Something went wrong on our side.", undefined, requestId), 500);
   });
 

@@ -3,6 +3,7 @@
  * A configuration that is unsafe (private destinations allowed in production) or
  * unusable makes the Worker refuse to serve rather than run half-configured.
  */
+import ipaddr from "ipaddr.js";
 import { z } from "zod";
 import type { DestinationHealth } from "./destination-health";
 import type { DeliverMessage, WorkMessage } from "./delivery/messages";
@@ -38,6 +39,12 @@ export interface Env {
  */
 const NON_PRODUCTION = new Set(["development", "dev", "test", "local"]);
 export const isProduction = (environment: string) => !NON_PRODUCTION.has(environment.trim().toLowerCase());
+
+/**
+ * The largest event body: a partition's row holds it with its kept headers (at most
+ * 64 × 1.25 KiB, ingest/headers.ts) within SQLite's 2 MiB per row in a Durable Object.
+ */
+export const MAX_EVENT_BODY_BYTES = 2 * 1024 * 1024 - 128 * 1024;
 
 const DEFAULT_RETRY_SCHEDULE = [5, 300, 1800, 7200, 18000, 36000, 36000];
 
@@ -76,7 +83,7 @@ const configSchema = z
         return parts;
       }),
     RETENTION_DAYS: intFrom(30, 1, 3650),
-    MAX_BODY_BYTES: intFrom(1_048_576, 1024, 2_000_000),
+    MAX_BODY_BYTES: intFrom(1_048_576, 1024, MAX_EVENT_BODY_BYTES),
     DELIVERY_TIMEOUT_MS: intFrom(15_000, 100, 120_000),
     TEST_TIMEOUT_MS: intFrom(10_000, 100, 120_000),
     EVENT_SHARDS: intFrom(1, 1, 64).refine(isPowerOfTwo, "must be a power of two"),
@@ -96,7 +103,18 @@ const configSchema = z
         message: "must not be set when ENVIRONMENT=production",
       });
     }
+    // The resolver's answers decide what the SSRF guard lets through: in production they
+    // travel over TLS, unless the resolver is on this machine.
+    const doh = new URL(c.DOH_URL);
+    if (isProduction(c.ENVIRONMENT) && doh.protocol !== "https:" && !isLoopbackHost(doh.hostname)) {
+      ctx.addIssue({ code: "custom", path: ["DOH_URL"], message: "must be https in production unless it points at a loopback address" });
+    }
   });
+
+function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "");
+  return h === "localhost" || (ipaddr.isValid(h) && ipaddr.parse(h).range() === "loopback");
+}
 
 export interface Config {
   environment: string;

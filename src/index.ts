@@ -29,7 +29,7 @@ export async function handleQueue(batch: MessageBatch<AnyMessage>, env: Env, _ct
   switch (queueName(batch.queue)) {
     case "deliver": {
       const messages = batch.messages as readonly Message<DeliverMessage>[];
-      await deliverBatch(
+      const report = await deliverBatch(
         s,
         messages.map((m) => ({ id: m.id, body: m.body })),
         (i, settle) => {
@@ -38,6 +38,9 @@ export async function handleQueue(batch: MessageBatch<AnyMessage>, env: Env, _ct
           else m.retry({ delaySeconds: settle.delaySeconds });
         },
       );
+      // Storage refusing us: every message is settled (acked or retried) already; failing
+      // the invocation tells the queue's autoscaler to send fewer at once.
+      if (report.ours > 0) throw new Error(`storage overloaded: ${report.ours} of ${messages.length} messages retried`);
       return;
     }
     case "work":

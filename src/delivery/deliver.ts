@@ -50,6 +50,8 @@ export interface BatchReport {
   peakHeldBytes: number;
   /** Messages given back to the queue unattempted. */
   handedBack: number;
+  /** Messages retried for our own failure (storage refusing or unreachable). */
+  ours: number;
 }
 
 interface Waiting {
@@ -89,7 +91,11 @@ export async function deliverBatch(
     settled.add(i);
     settle(i, what);
   };
-  const ours = (i: number) => done(i, { ack: false, delaySeconds: RETRY_OURS_SECONDS });
+  let oursCount = 0;
+  const ours = (i: number) => {
+    if (!settled.has(i)) oursCount++;
+    done(i, { ack: false, delaySeconds: RETRY_OURS_SECONDS });
+  };
   const held = new Held();
   let handedBack = 0;
 
@@ -118,16 +124,19 @@ export async function deliverBatch(
   while (waiting.length > 0) {
     const { wave, deferred } = await claimWave(s, limiter, waiting, destinations, held, done, ours);
     waiting = deferred;
-    const unstarted = await runWave(wave, held, (r) => attemptAndSettle(s, limiter, writers, r), done, ours);
-    if (unstarted.length > 0) {
-      // Every connection is held by a silent destination: give the rest to another invocation.
+    let stalled = false;
+    await runWave(wave, held, limiter.httpPermits, (r) => attemptAndSettle(s, limiter, writers, r), done, ours, (unstarted) => {
+      // Every connection is held by a silent destination: the rest goes to another
+      // invocation now, not once these time out.
+      stalled = true;
       for (const w of [...unstarted, ...waiting]) done(w.index, { ack: false, delaySeconds: 0 });
       handedBack = unstarted.length + waiting.length;
       log("warn", "delivery_batch_handed_back", { messages: handedBack });
       waiting = [];
-    }
+    });
+    if (stalled) break;
   }
-  return { peakConnections: limiter.peak, peakHeldBytes: held.peak, handedBack };
+  return { peakConnections: limiter.peak, peakHeldBytes: held.peak, handedBack, ours: oursCount };
 }
 
 /** Claims what fits in one wave's byte budget, partition by partition; the rest waits for the next wave. */
@@ -182,16 +191,20 @@ async function claimWave(
 }
 
 /**
- * Runs a wave's attempts within the limits; returns those it did not start because every
- * attempt in flight had been waiting longer than SLOW_MS.
+ * Runs a wave's attempts, at most `slots` at once (the connections they may hold) and
+ * PER_DESTINATION to one destination. Once every attempt in flight has waited longer
+ * than SLOW_MS, those not started yet go to `stall` at once. Resolves when the attempts
+ * it started have ended.
  */
 function runWave(
   wave: Ready[],
   held: Held,
+  slots: number,
   run: (r: Ready) => Promise<Settle>,
   done: (i: number, what: Settle) => void,
   ours: (i: number) => void,
-): Promise<Ready[]> {
+  stall: (unstarted: Ready[]) => void,
+): Promise<void> {
   const left = new Map<string, number>();
   for (const r of wave) left.set(r.event.id, (left.get(r.event.id) ?? 0) + 1);
   const finished = (r: Ready) => {
@@ -202,17 +215,17 @@ function runWave(
   const queue = [...wave];
   const perDestination = new Map<string, number>();
   const inFlight = new Map<Ready, number>();
-  return new Promise<Ready[]>((resolve) => {
-    let handBack: Ready[] | null = null;
+  return new Promise<void>((resolve) => {
     const watchdog = setInterval(() => {
       const now = Date.now();
       if (queue.length > 0 && inFlight.size > 0 && [...inFlight.values()].every((t) => now - t > SLOW_MS)) {
-        handBack = queue.splice(0);
-        for (const r of handBack) finished(r);
+        const unstarted = queue.splice(0);
+        for (const r of unstarted) finished(r);
+        stall(unstarted);
       }
     }, SLOW_MS / 4);
     const pump = () => {
-      for (let i = 0; i < queue.length; i++) {
+      for (let i = 0; i < queue.length && inFlight.size < slots; i++) {
         const r = queue[i]!;
         const busy = perDestination.get(r.destination.id) ?? 0;
         if (busy >= PER_DESTINATION) continue;
@@ -237,7 +250,7 @@ function runWave(
       }
       if (inFlight.size === 0) {
         clearInterval(watchdog);
-        resolve(handBack ?? []);
+        resolve();
       }
     };
     pump();

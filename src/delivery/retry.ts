@@ -3,6 +3,9 @@
  * retry after some delay, or stop. Attempt 1 happens at fan-out; the schedule lists the
  * delays before attempts 2, 3, … (default 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h).
  */
+/** Cloudflare Queues delays a message at most this long (send or retry). */
+export const MAX_QUEUE_DELAY_SECONDS = 86_400;
+
 export type RetryDecision = { retry: true; delaySeconds: number } | { retry: false; reason: "succeeded" | "gone" | "exhausted" };
 
 export interface AttemptOutcome {
@@ -11,9 +14,9 @@ export interface AttemptOutcome {
   retryAfter?: string | null;
 }
 
-/** Jitter: up to +10 % of the delay, so a burst of failures does not come back as a burst. */
+/** Jitter: up to +10 % of the delay, so a burst of failures does not come back as a burst; never past the queue's maximum delay. */
 export function withJitter(delay: number, random: () => number): number {
-  return Math.round(delay + delay * 0.1 * random());
+  return Math.min(Math.round(delay + delay * 0.1 * random()), MAX_QUEUE_DELAY_SECONDS);
 }
 
 /** Retry-After in seconds (delta-seconds or an HTTP date), or null. */
@@ -45,7 +48,10 @@ export function decide(
   if (outcome.status === 429 || outcome.status === 503) {
     const asked = parseRetryAfter(outcome.retryAfter, nowMs);
     // Honoured within the schedule's bounds: no sooner than its shortest delay, no later than its longest.
-    if (asked !== null) return { retry: true, delaySeconds: Math.min(Math.max(asked, Math.min(...schedule)), Math.max(...schedule)) };
+    if (asked !== null) {
+      const bounded = Math.min(Math.max(asked, Math.min(...schedule)), Math.max(...schedule), MAX_QUEUE_DELAY_SECONDS);
+      return { retry: true, delaySeconds: bounded };
+    }
   }
   return { retry: true, delaySeconds: withJitter(delay, random) };
 }

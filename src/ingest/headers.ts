@@ -1,6 +1,7 @@
 /**
  * Which request headers an event keeps, for the event log: everything but credentials,
- * signatures and the platform's own, at most 64 headers of at most 1 KiB each.
+ * signatures and the platform's own, at most 64 headers, names cut at 256 characters and
+ * values at 1 KiB (so an event's row stays within config.ts MAX_EVENT_BODY_BYTES' margin).
  */
 const DROPPED = new Set([
   "authorization",
@@ -22,7 +23,7 @@ export function keptHeaders(headers: Headers): Record<string, string> {
   for (const [name, value] of headers) {
     if (DROPPED.has(name) || name.startsWith("cf-") || name.startsWith("x-forwarded-") || name === "x-real-ip") continue;
     if (/signature|secret|token|password/i.test(name)) continue;
-    kept[name] = value.slice(0, 1024);
+    kept[name.slice(0, 256)] = value.slice(0, 1024);
     if (++n >= 64) break;
   }
   return kept;

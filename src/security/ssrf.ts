@@ -123,7 +123,11 @@ export async function checkDestinationUrl(raw: string, policy: UrlPolicy): Promi
 
   if (ipaddr.isValid(host)) {
     const why = refusedAddress(host);
-    return why ? { ok: false, reason: `host ${host} ${why}` } : syntax;
+    if (why) return { ok: false, reason: `host ${host} ${why}` };
+    // Cloudflare's Workers can fetch host names only, not IP addresses ("Fetch to IP
+    // addresses", Workers known issues): every attempt would fail for a day.
+    if (policy.production) return { ok: false, reason: `host ${host} is an IP address: in production use a host name (Cloudflare Workers cannot fetch IP addresses)` };
+    return syntax;
   }
   const nameWhy = refusedName(host);
   if (nameWhy) return { ok: false, reason: `host ${host} ${nameWhy}` };
@@ -144,15 +148,22 @@ export async function checkDestinationUrl(raw: string, policy: UrlPolicy): Promi
 
 interface DohAnswer {
   Status?: number;
-  Answer?: { type: number; data: string }[];
+  Answer?: { type: number | string; data: string; TTL?: number }[];
 }
+
+/** Answers kept per isolate, and for at most this long whatever their TTL. */
+export const DOH_CACHE_ENTRIES = 1000;
+export const DOH_CACHE_MAX_SECONDS = 300;
 
 /**
  * A DNS-over-HTTPS resolver (the JSON API of Cloudflare's and Google's resolvers),
- * asking A and AAAA at once. NXDOMAIN or NODATA for both gives no addresses.
+ * asking A and AAAA at once. NXDOMAIN or NODATA for both gives no addresses. Answers are
+ * kept for the smallest TTL among them (at most DOH_CACHE_MAX_SECONDS, none when a TTL is
+ * 0), so a batch of deliveries to one host costs one lookup, not two per attempt.
  */
-export function dohResolver(endpoint: string, fetcher: typeof fetch, timeoutMs = 5000): Resolver {
-  const ask = async (name: string, type: "A" | "AAAA"): Promise<string[]> => {
+export function dohResolver(endpoint: string, fetcher: typeof fetch, timeoutMs = 5000, now: () => number = Date.now): Resolver {
+  const cache = new Map<string, { addresses: string[]; expires: number }>();
+  const ask = async (name: string, type: "A" | "AAAA"): Promise<{ addresses: string[]; ttl: number }> => {
     const url = new URL(endpoint);
     url.searchParams.set("name", name);
     url.searchParams.set("type", type);
@@ -166,10 +177,24 @@ export function dohResolver(endpoint: string, fetcher: typeof fetch, timeoutMs =
       throw new Error(`DoH lookup failed with DNS status ${body.Status}`);
     }
     const want = type === "A" ? 1 : 28;
-    return (body.Answer ?? []).filter((a) => a.type === want).map((a) => a.data);
+    // Some resolvers write the type by name: read it rather than drop the answer.
+    const typeOf = (t: number | string) => (typeof t === "string" ? ({ A: 1, AAAA: 28, CNAME: 5 } as Record<string, number>)[t.toUpperCase()] ?? -1 : t);
+    const answers = (body.Answer ?? []).filter((a) => typeOf(a.type) === want);
+    const ttl = Math.min(DOH_CACHE_MAX_SECONDS, ...answers.map((a) => (typeof a.TTL === "number" && a.TTL >= 0 ? a.TTL : 0)));
+    return { addresses: answers.map((a) => a.data), ttl: answers.length > 0 ? ttl : 0 };
   };
   return async (hostname) => {
+    const t = now();
+    const hit = cache.get(hostname);
+    if (hit && hit.expires > t) return hit.addresses;
     const [a, aaaa] = await Promise.all([ask(hostname, "A"), ask(hostname, "AAAA")]);
-    return [...a, ...aaaa];
+    const addresses = [...a.addresses, ...aaaa.addresses];
+    const ttl = Math.min(a.addresses.length > 0 ? a.ttl : DOH_CACHE_MAX_SECONDS, aaaa.addresses.length > 0 ? aaaa.ttl : DOH_CACHE_MAX_SECONDS);
+    cache.delete(hostname);
+    if (addresses.length > 0 && ttl > 0) {
+      cache.set(hostname, { addresses, expires: t + ttl * 1000 });
+      if (cache.size > DOH_CACHE_ENTRIES) cache.delete(cache.keys().next().value!);
+    }
+    return addresses;
   };
 }

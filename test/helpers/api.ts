@@ -125,9 +125,9 @@ export async function mailbox(spec: { script?: Step[]; repeat?: Step } = {}) {
   };
 }
 
-/** Sets what the injected DoH resolver answers for a name (null removes it: NXDOMAIN). */
-export async function setDns(name: string, addresses: string[] | null): Promise<void> {
-  await fetch(`${receiver()}/control/dns`, { method: "POST", body: JSON.stringify({ name, addresses }) });
+/** Sets what the injected DoH resolver answers for a name (null removes it: NXDOMAIN), with a TTL (default 0: never kept). */
+export async function setDns(name: string, addresses: string[] | null, ttl = 0): Promise<void> {
+  await fetch(`${receiver()}/control/dns`, { method: "POST", body: JSON.stringify({ name, addresses, ttl }) });
 }
 
 /** Waits until `check` returns a value other than undefined, or fails after `timeoutMs`. */

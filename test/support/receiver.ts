@@ -119,6 +119,8 @@ async function answer(res: ServerResponse, step: Step): Promise<void> {
 export async function startReceiver(port = 0): Promise<ReceiverHandle> {
   const mailboxes = new Map<string, Mailbox>();
   const dns = new Map<string, string[]>();
+  /** The TTL each name's answers carry (0 unless set: the relay then keeps no answer). */
+  const dnsTtl = new Map<string, number>();
   let nextId = 1;
 
   const server = createServer(async (req, res) => {
@@ -135,11 +137,12 @@ export async function startReceiver(port = 0): Promise<ReceiverHandle> {
         const isV6 = (a: string) => a.includes(":");
         const answers = addresses
           .filter((a) => (type === 28 ? isV6(a) : !isV6(a)))
-          .map((data) => ({ name, type, TTL: 60, data }));
+          .map((data) => ({ name, type, TTL: dnsTtl.get(name) ?? 0, data }));
         return json(res, 200, { Status: 0, Answer: answers });
       }
       if (parts[0] === "control" && parts[1] === "dns" && req.method === "POST") {
-        const { name, addresses } = JSON.parse(body) as { name: string; addresses: string[] | null };
+        const { name, addresses, ttl } = JSON.parse(body) as { name: string; addresses: string[] | null; ttl?: number };
+        dnsTtl.set(name.toLowerCase(), ttl ?? 0);
         if (addresses === null) dns.delete(name.toLowerCase());
         else dns.set(name.toLowerCase(), addresses);
         return json(res, 200, { ok: true });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { invalidFilterEntry, matchesFilter, normalizeFilter } from "../../src/delivery/filter";
-import { decide, parseRetryAfter, withJitter } from "../../src/delivery/retry";
+import { decide, MAX_QUEUE_DELAY_SECONDS, parseRetryAfter, withJitter } from "../../src/delivery/retry";
 
 const schedule = [5, 300, 1800, 7200, 18000, 36000, 36000];
 const noJitter = () => 0;
@@ -31,6 +31,18 @@ describe("retry policy", () => {
       expect(d).toBeGreaterThanOrEqual(300);
       expect(d).toBeLessThanOrEqual(330);
     }
+  });
+
+  it("never asks the queue for more than its 24 h maximum delay, jitter included", () => {
+    expect(MAX_QUEUE_DELAY_SECONDS).toBe(86_400);
+    // At the limit: a delay of 86,400 s with the most jitter stays at 86,400.
+    expect(withJitter(86_400, () => 0.999)).toBe(86_400);
+    expect(decide({ status: 500 }, 1, [86_400], 0, () => 0.999)).toEqual({ retry: true, delaySeconds: 86_400 });
+    // One past: 78,600 s plus 10 % would be 86,460; it is cut to 86,400.
+    expect(withJitter(78_600, () => 0.999)).toBe(86_400);
+    expect(withJitter(78_545, () => 0)).toBe(78_545);
+    // Retry-After beyond it, with a schedule that would allow it, is cut too.
+    expect(decide({ status: 429, retryAfter: "90000" }, 1, [5, 86_400], 0)).toEqual({ retry: true, delaySeconds: 86_400 });
   });
 
   it("honours Retry-After only on 429 and 503, within the schedule's bounds", () => {

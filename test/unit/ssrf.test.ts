@@ -326,8 +326,8 @@ const REFUSED: Refused[] = [
   { url: "https://servfail.example.com/", why: /could not be resolved/ },
 ];
 
-const ALLOWED: string[] = [
-  // public IPv4 and IPv6 literals
+/** Public IP literals: accepted outside production, refused in production (Workers cannot fetch IPs). */
+const PUBLIC_LITERALS: string[] = [
   "https://8.8.8.8/",
   "https://1.1.1.1/",
   "https://93.184.215.14/",
@@ -342,6 +342,9 @@ const ALLOWED: string[] = [
   "https://[64:ff9b::1.1.1.1]/",
   "https://[2002:808:808::1]/", // 6to4 of 8.8.8.8
   "https://[2001:0:4136:e378:8000:63bf:f7f7:f7f7]/", // Teredo, server 65.54.227.120, client 8.8.8.8
+];
+
+const ALLOWED: string[] = [
   // names resolving only to public addresses
   "https://example.com/",
   "https://example.com/webhooks/stripe",
@@ -371,7 +374,7 @@ function label(url: string): string {
 describe("checkDestinationUrl in production with private destinations refused", () => {
   it("has a table of at least 80 refused and 20 allowed URLs", () => {
     expect(REFUSED.length).toBeGreaterThanOrEqual(80);
-    expect(ALLOWED.length).toBeGreaterThanOrEqual(20);
+    expect(ALLOWED.length + PUBLIC_LITERALS.length).toBeGreaterThanOrEqual(20);
     expect(new Set(REFUSED.map((r) => r.url)).size).toBe(REFUSED.length);
     expect(new Set(ALLOWED).size).toBe(ALLOWED.length);
   });
@@ -387,6 +390,16 @@ describe("checkDestinationUrl in production with private destinations refused", 
       expect(verdict.reason).toMatch(row.why);
     },
   );
+
+  it.each(PUBLIC_LITERALS.map((url) => [label(url), url] as const))("refuses the public IP literal %s, saying why", async (_name, url) => {
+    const verdict = await checkDestinationUrl(url, production());
+    expect(verdict).toMatchObject({ ok: false, reason: expect.stringMatching(/is an IP address: in production use a host name/) });
+  });
+
+  it.each(PUBLIC_LITERALS.map((url) => [label(url), url] as const))("outside production, accepts the public IP literal %s", async (_name, url) => {
+    const verdict = await checkDestinationUrl(url, { ...production(), production: false });
+    expect(verdict).toMatchObject({ ok: true });
+  });
 
   it.each(ALLOWED.map((url) => [label(url), url] as const))("allows %s", async (_name, url) => {
     const verdict = await checkDestinationUrl(url, production());
@@ -591,6 +604,50 @@ describe("dohResolver", () => {
       ),
     );
     expect(await dohResolver(ENDPOINT, fetcher)("example.com")).toEqual(["8.8.8.8", "2001:4860:4860::8888"]);
+  });
+
+  it("reads answers whose type is written by name", async () => {
+    const { fetcher } = fakeFetch((type) =>
+      dnsJson(type === "A" ? { Status: 0, Answer: [{ type: "CNAME", data: "x." }, { type: "A", data: "10.0.0.9" }] } : { Status: 0, Answer: [{ type: "aaaa", data: "2001:4860:4860::8888" }] }),
+    );
+    expect(await dohResolver(ENDPOINT, fetcher)("example.com")).toEqual(["10.0.0.9", "2001:4860:4860::8888"]);
+  });
+
+  it("keeps answers for their smallest TTL (at most 300 s), and none with a TTL of 0", async () => {
+    let t = 1_000_000;
+    const answer = (ttl: number) => fakeFetch((type) => dnsJson(type === "A" ? { Status: 0, Answer: [{ type: 1, data: "8.8.8.8", TTL: ttl }] } : { Status: 0, Answer: [{ type: 28, data: "2001:4860:4860::8888", TTL: ttl + 100 }] }));
+    const kept = answer(60);
+    const resolve = dohResolver(ENDPOINT, kept.fetcher, 5000, () => t);
+    await resolve("example.com");
+    await resolve("example.com");
+    expect(kept.calls).toHaveLength(2); // A and AAAA once
+    t += 59_000;
+    await resolve("example.com");
+    expect(kept.calls).toHaveLength(2);
+    t += 2_000; // past the A record's 60 s
+    await resolve("example.com");
+    expect(kept.calls).toHaveLength(4);
+
+    const long = answer(86_400);
+    const r2 = dohResolver(ENDPOINT, long.fetcher, 5000, () => t);
+    await r2("example.com");
+    t += 301_000;
+    await r2("example.com");
+    expect(long.calls).toHaveLength(4);
+
+    const none = answer(0);
+    const r3 = dohResolver(ENDPOINT, none.fetcher, 5000, () => t);
+    await r3("example.com");
+    await r3("example.com");
+    expect(none.calls).toHaveLength(4);
+  });
+
+  it("keeps no failure and no empty answer", async () => {
+    const nx = fakeFetch(() => dnsJson({ Status: 3 }));
+    const resolve = dohResolver(ENDPOINT, nx.fetcher);
+    await resolve("nope.example.com");
+    await resolve("nope.example.com");
+    expect(nx.calls).toHaveLength(4);
   });
 
   it("treats NXDOMAIN (Status 3) and NODATA as no addresses", async () => {
