@@ -15,15 +15,12 @@
  * The key is generated exactly as src/security/api-keys.ts does it: `krf_` + base64url of
  * 32 random bytes. Only its SHA-256 (hex) and its first 12 characters are stored.
  */
-import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
-import { delimiter, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { v7 as uuidv7 } from "uuid";
+import { Failure, parseJsonOutput, remoteConfig, wrangler } from "./lib/wrangler.mjs";
 
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const SCOPES = ["webhooks:read", "webhooks:write"];
 const PREFIX_LENGTH = 12;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -48,73 +45,29 @@ Example:
   npm run api-key -- create --account me --scopes webhooks:read,webhooks:write`;
 
 class UsageError extends Error {}
-class Failure extends Error {}
 
-// ---------------------------------------------------------------------------------------
-// wrangler
-
-function wranglerBin() {
-  const bin = join(ROOT, "node_modules", ".bin", process.platform === "win32" ? "wrangler.cmd" : "wrangler");
-  if (!existsSync(bin)) throw new Failure("wrangler is not installed: run `npm install` first.");
-  return bin;
-}
-
-/** Runs the project's wrangler with captured output; stdin is closed, so it never prompts. */
-function wrangler(args) {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(wranglerBin(), args, {
-      cwd: ROOT,
-      stdio: ["ignore", "pipe", "pipe"],
-      shell: process.platform === "win32",
-      // The pinned Node (node_modules/.bin/node) first, so wrangler's `#!/usr/bin/env node`
-      // finds Node 22 even when this script was started with an older system Node.
-      env: { ...process.env, PATH: join(ROOT, "node_modules", ".bin") + delimiter + (process.env.PATH ?? "") },
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (d) => (stdout += d));
-    child.stderr.setEncoding("utf8").on("data", (d) => (stderr += d));
-    child.on("error", reject);
-    child.on("close", (code, signal) => resolvePromise({ code: code ?? (signal ? 1 : 0), stdout, stderr }));
-  });
-}
-
-function locationArgs(opts) {
-  if (opts.remote) return ["--remote"];
+/** Where the statements run: the local database, or the deployed one (its id resolved by name). */
+async function locationArgs(opts) {
+  if (opts.remote) return ["--remote", "--config", (opts.config ??= await remoteConfig())];
   return ["--local", ...(opts.persistTo ? ["--persist-to", opts.persistTo] : [])];
 }
 
 /** Applies the local migrations, quietly unless they fail: the CLI works before `npm start` ever ran. */
 async function applyLocalMigrations(opts) {
-  const r = await wrangler(["d1", "migrations", "apply", "DB", ...locationArgs(opts)]);
+  const r = await wrangler(["d1", "migrations", "apply", "DB", ...(await locationArgs(opts))], { capture: true });
   if (r.code !== 0) {
     throw new Failure(`Applying the local migrations failed:\n${(r.stdout + r.stderr).trim()}`);
   }
 }
 
-/** Parses the JSON wrangler prints, tolerating a stray line (an update notice) before it. */
-function parseJsonOutput(text) {
-  try {
-    return JSON.parse(text);
-  } catch {
-    const start = text.search(/^[[{]/m);
-    if (start < 0) return undefined;
-    try {
-      return JSON.parse(text.slice(start));
-    } catch {
-      return undefined;
-    }
-  }
-}
-
 /** Runs SQL statements (separated by `;`) and returns each statement's result rows. */
 async function execute(opts, sql) {
-  const r = await wrangler(["d1", "execute", "DB", ...locationArgs(opts), "--yes", "--json", "--command", sql]);
+  const r = await wrangler(["d1", "execute", "DB", ...(await locationArgs(opts)), "--yes", "--json", "--command", sql], { capture: true });
   const out = parseJsonOutput(r.stdout);
   if (r.code !== 0 || !Array.isArray(out)) {
     const why = out?.error?.text ?? out?.error?.message ?? (r.stderr.trim() || r.stdout.trim() || `exit code ${r.code}`);
     const hint = opts.remote
-      ? "\nIs wrangler logged in (`npx wrangler login`), database_id set in wrangler.toml, and were the remote migrations applied (`npm run deploy`)?"
+      ? "\nIs wrangler logged in (`npx wrangler login`), and was the Worker deployed (`npm run deploy`)?"
       : "";
     throw new Failure(`The database query failed: ${why}${hint}`);
   }
