@@ -65,9 +65,9 @@ export async function handleQueue(batch: MessageBatch<AnyMessage>, env: Env, _ct
   }
 }
 
-/** `krafter-deliver` → `deliver`: the queue's role, whatever prefix a deployment gives its queues. */
+/** `krafter-deliver-2` → `deliver`: the queue's role, whatever prefix or number a deployment gives its queues. */
 function queueName(queue: string): string {
-  return queue.replace(/^.*?krafter-/, "");
+  return queue.replace(/^.*?krafter-/, "").replace(/-\d+$/, "");
 }
 
 export default {

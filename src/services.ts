@@ -9,7 +9,7 @@ import type { EventStore } from "./store/event-store";
 import { database, type Database } from "./db/client";
 import type { DeliverMessage, WorkMessage } from "./delivery/messages";
 import { meteredD1, meteredQueue, meteredStub } from "./meter";
-import { partitionName, type PartitionRef } from "./store/ids";
+import { partitionName, shardOfKey, type PartitionRef } from "./store/ids";
 import { secretBox, type SecretBox } from "./security/secrets";
 import { dohResolver, type Resolver } from "./security/ssrf";
 
@@ -21,7 +21,8 @@ export interface Services {
   resolver: Resolver;
   fetch: typeof fetch;
   now: () => number;
-  queues: { deliver: Queue<DeliverMessage>; work: Queue<WorkMessage> };
+  /** The deliver queue of a destination (one of the deliver queues, always the same one), and the work queue. */
+  queues: { deliver: (destinationId: string) => Queue<DeliverMessage>; work: Queue<WorkMessage> };
   /** The partition holding a source's events of one day and shard. */
   store: (ref: PartitionRef) => DurableObjectStub<EventStore>;
   /** The Durable Object of one destination: failure_count and auto-disable. */
@@ -29,6 +30,21 @@ export interface Services {
 }
 
 const cache = new WeakMap<Env, Services>();
+
+/**
+ * The deliver queues the Worker is bound to (DELIVER_QUEUE, DELIVER_QUEUE_1, …): a
+ * destination's messages always go to the same one, picked by its id.
+ */
+function deliveryQueues(env: Env, metered: boolean): Services["queues"] {
+  const wrap = <T>(q: Queue<T>) => (metered ? meteredQueue(q) : q);
+  const deliver = [env.DELIVER_QUEUE, env.DELIVER_QUEUE_1, env.DELIVER_QUEUE_2, env.DELIVER_QUEUE_3]
+    .filter((q): q is Queue<DeliverMessage> => q !== undefined)
+    .map(wrap);
+  return {
+    deliver: deliver.length === 1 ? () => deliver[0]! : (id) => deliver[shardOfKey(id, deliver.length)]!,
+    work: wrap(env.WORK_QUEUE),
+  };
+}
 
 export function servicesFor(env: Env): Services {
   let s = cache.get(env);
@@ -43,7 +59,7 @@ export function servicesFor(env: Env): Services {
       resolver: dohResolver(config.dohUrl, (input, init) => fetch(input, init)),
       fetch: (input, init) => fetch(input, init),
       now: () => Date.now(),
-      queues: m ? { deliver: meteredQueue(env.DELIVER_QUEUE), work: meteredQueue(env.WORK_QUEUE) } : { deliver: env.DELIVER_QUEUE, work: env.WORK_QUEUE },
+      queues: deliveryQueues(env, m),
       store: m ? (ref) => meteredStub(env.EVENT_STORE.getByName(partitionName(ref))) : (ref) => env.EVENT_STORE.getByName(partitionName(ref)),
       health: m ? (id) => meteredStub(env.DESTINATION_HEALTH.getByName(id)) : (id) => env.DESTINATION_HEALTH.getByName(id),
     };

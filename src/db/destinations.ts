@@ -88,6 +88,7 @@ export async function updateDestination(
     .where(eq(destinations.id, current.id))
     .returning()
     .get();
+  forgetDeliveryDestination(current.id);
   await invalidateTargets(s, current.sourceId);
   return updated ?? { ...current, ...set };
 }
@@ -95,6 +96,7 @@ export async function updateDestination(
 /** Deletes the destination and queues the removal of its deliveries and attempts from the source's partitions. */
 export async function deleteDestination(s: Services, row: DestinationRow): Promise<void> {
   await deleteWithRemoval(s, "destination", row.sourceId, row.id, s.db.delete(destinations).where(eq(destinations.id, row.id)));
+  forgetDeliveryDestination(row.id);
   await invalidateTargets(s, row.sourceId);
 }
 
@@ -128,24 +130,57 @@ export async function signingSecrets(
 /** What the deliver consumer needs of a destination. */
 export type DeliveryDestination = Pick<
   DestinationRow,
-  "id" | "sourceId" | "url" | "enabled" | "failureCount" | "secretCiphertext" | "previousSecretCiphertext" | "secretRotatedAt"
+  "id" | "sourceId" | "url" | "enabled" | "secretCiphertext" | "previousSecretCiphertext" | "secretRotatedAt"
 >;
 
-/** The destinations of a deliver batch, by id: one read, the ids as one JSON parameter (any number within D1's 100 bound parameters). */
+/**
+ * The deliver path reads a destination from D1 at most once per DELIVERY_CACHE_TTL_MS per
+ * isolate: a change (disabled, new URL, new secret, deleted) applies to deliveries on
+ * every isolate within that time, at once on the isolate that made it.
+ */
+export const DELIVERY_CACHE_TTL_MS = 5_000;
+const DELIVERY_CACHE_ENTRIES = 10_000;
+const deliveryCache = new Map<string, { row: DeliveryDestination | null; expires: number }>();
+
+/** Forgets a destination in this isolate's deliver cache (it changed here). */
+export function forgetDeliveryDestination(id: string): void {
+  deliveryCache.delete(id);
+}
+
+/** The destinations of a deliver batch, by id: those not cached in one read, the ids as one JSON parameter (any number within D1's 100 bound parameters). */
 export async function destinationsForDelivery(s: Services, ids: string[]): Promise<Map<string, DeliveryDestination>> {
+  const now = s.now();
+  const out = new Map<string, DeliveryDestination>();
+  const missing: string[] = [];
+  for (const id of new Set(ids)) {
+    const hit = deliveryCache.get(id);
+    if (hit && hit.expires > now) {
+      if (hit.row) out.set(id, hit.row);
+    } else missing.push(id);
+  }
+  if (missing.length === 0) return out;
+  for (const [id, row] of await readDeliveryDestinations(s, missing)) out.set(id, row);
+  for (const id of missing) {
+    deliveryCache.delete(id);
+    deliveryCache.set(id, { row: out.get(id) ?? null, expires: now + DELIVERY_CACHE_TTL_MS });
+  }
+  while (deliveryCache.size > DELIVERY_CACHE_ENTRIES) deliveryCache.delete(deliveryCache.keys().next().value!);
+  return out;
+}
+
+async function readDeliveryDestinations(s: Services, ids: string[]): Promise<Map<string, DeliveryDestination>> {
   const rows = await s.db
     .select({
       id: destinations.id,
       sourceId: destinations.sourceId,
       url: destinations.url,
       enabled: destinations.enabled,
-      failureCount: destinations.failureCount,
       secretCiphertext: destinations.secretCiphertext,
       previousSecretCiphertext: destinations.previousSecretCiphertext,
       secretRotatedAt: destinations.secretRotatedAt,
     })
     .from(destinations)
-    .where(sql`${destinations.id} IN (SELECT value FROM json_each(${JSON.stringify([...new Set(ids)])}))`)
+    .where(sql`${destinations.id} IN (SELECT value FROM json_each(${JSON.stringify(ids)}))`)
     .all();
   return new Map(rows.map((r) => [r.id, r]));
 }

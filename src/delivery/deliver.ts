@@ -9,13 +9,14 @@
  *   (limiter.ts), at most PER_DESTINATION at once for one destination.
  * - settle: the outcome becomes the attempt record and the delivery's new state, written
  *   by the partition (records.ts groups them), then the message is acknowledged;
- *   exhausted forwards and first successes go to the destination's health object.
+ *   exhausted forwards and successes go to the destination's health object (a run of
+ *   successes in one batch as one call).
  *
  * A batch is never held by one destination's silence: once every attempt in flight has
  * waited longer than SLOW_MS and nothing else can start, the attempts not started yet
  * go back to the queue (retried at once, spending nothing) for another invocation.
  */
-import { destinationsForDelivery, type DeliveryDestination } from "../db/destinations";
+import { destinationsForDelivery, forgetDeliveryDestination, type DeliveryDestination } from "../db/destinations";
 import { log } from "../log";
 import type { Services } from "../services";
 import { attemptId, dayOf, parsePartitionName, partitionName, type PartitionRef } from "../store/ids";
@@ -121,11 +122,12 @@ export async function deliverBatch(
   }
 
   const writers = recordWriters(s, limiter);
+  const health = healthReports(s, limiter);
   while (waiting.length > 0) {
     const { wave, deferred } = await claimWave(s, limiter, waiting, destinations, held, done, ours);
     waiting = deferred;
     let stalled = false;
-    await runWave(wave, held, limiter.httpPermits, (r) => attemptAndSettle(s, limiter, writers, r), done, ours, (unstarted) => {
+    await runWave(wave, held, limiter.httpPermits, (r) => attemptAndSettle(s, limiter, writers, health, r), done, ours, (unstarted) => {
       // Every connection is held by a silent destination: the rest goes to another
       // invocation now, not once these time out.
       stalled = true;
@@ -258,7 +260,7 @@ function runWave(
 }
 
 /** One attempt and its settlement: the records written, then what to tell the queue. */
-async function attemptAndSettle(s: Services, limiter: Limiter, writers: RecordWriters, r: Ready): Promise<Settle> {
+async function attemptAndSettle(s: Services, limiter: Limiter, writers: RecordWriters, health: ReturnType<typeof healthReports>, r: Ready): Promise<Settle> {
   const outcome: Outcome = await attempt(s, limiter, {
     destination: r.destination,
     event: r.event,
@@ -303,16 +305,32 @@ async function attemptAndSettle(s: Services, limiter: Limiter, writers: RecordWr
     duration_ms: record.durationMs,
     ...(counted ? {} : { superseded: true }),
   });
-  if (counted && (outcome.kind === "exhausted" || (outcome.kind === "succeeded" && r.destination.failureCount > 0))) {
-    await tellHealth(s, limiter, r.destination.id, outcome.kind === "exhausted" ? "exhausted" : "success");
-  }
+  if (counted && (outcome.kind === "exhausted" || outcome.kind === "succeeded")) await health.tell(r.destination.id, outcome.kind === "exhausted" ? "exhausted" : "success");
   return { ack: true };
+}
+
+/**
+ * What the destinations' health objects hear from one batch: every exhausted forward,
+ * and a success unless the last thing this batch told that destination was a success
+ * already (a run of successes is one call: the count is reset once).
+ */
+function healthReports(s: Services, limiter: Limiter) {
+  const last = new Map<string, "success" | "exhausted">();
+  return {
+    async tell(destinationId: string, kind: "success" | "exhausted"): Promise<void> {
+      if (kind === "success" && last.get(destinationId) === "success") return;
+      last.set(destinationId, kind);
+      await tellHealth(s, limiter, destinationId, kind);
+    },
+  };
 }
 
 async function tellHealth(s: Services, limiter: Limiter, destinationId: string, kind: "success" | "exhausted"): Promise<void> {
   try {
     const stub = s.health(destinationId);
-    await limiter.run("storage", () => (kind === "success" ? stub.success(destinationId) : stub.exhausted(destinationId)));
+    const state = await limiter.run("storage", () => (kind === "success" ? stub.success(destinationId) : stub.exhausted(destinationId)));
+    // Disabled just now: this isolate stops sending at once (others within their cache's time).
+    if (state.disabled_now) forgetDeliveryDestination(destinationId);
   } catch (err) {
     log("error", "destination_health_failed", { destination_id: destinationId, error: errorName(err) });
   }

@@ -354,7 +354,14 @@ export class EventStore extends DurableObject<Env> {
     for (;;) {
       const rows = this.db.select().from(outbox).orderBy(asc(outbox.seq)).limit(FLUSH_ROWS).all();
       if (rows.length === 0) return;
-      await sendAll(this.s.queues.deliver, rows.map((r) => ({ body: r.body as DeliverMessage, delaySeconds: r.delaySeconds })));
+      const byQueue = new Map<Queue<DeliverMessage>, { body: DeliverMessage; delaySeconds: number }[]>();
+      for (const r of rows) {
+        const q = this.s.queues.deliver(r.destinationId);
+        const list = byQueue.get(q) ?? [];
+        list.push({ body: r.body as DeliverMessage, delaySeconds: r.delaySeconds });
+        byQueue.set(q, list);
+      }
+      for (const [q, msgs] of byQueue) await sendAll(q, msgs);
       // The lowest seqs, read in order: exactly the rows up to the last one sent.
       this.db.delete(outbox).where(lte(outbox.seq, rows[rows.length - 1]!.seq)).run();
       if (rows.length < FLUSH_ROWS) return;

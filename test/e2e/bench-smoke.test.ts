@@ -1,7 +1,9 @@
 /**
  * `npm run bench` in its quick mode (BENCH_QUICK=1: seconds of load, 50 events to 2
- * destinations, a few thousand stored events): it runs to the end and loses nothing.
- * No timing is asserted here: figures on a shared machine are for `npm run bench` itself.
+ * destinations, partitions seeded with a few thousand events): it runs to the end, loses
+ * nothing, lists what it seeded, counts the relay's operations and drops the partitions
+ * of deleted sources. No timing is asserted here: figures on a shared machine are for
+ * `npm run bench` itself.
  */
 import { spawn } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
@@ -17,6 +19,11 @@ interface Results {
   fanout: { expected: number; delivered: number; lost: number }[];
   ingest: Record<string, { requests: number; errors: number }>;
   growth: { stored: number; ingest: { requests: number; errors: number }; list: { requests: number; errors: number } }[];
+  storage: { d1BytesPerEvent: number; partitions: { events: number; bytesPerEvent: number } };
+  metered: { events: number; e2e: { lost: number }; perEvent: { workerRequests: number; queueMessagesSent: number; doRequests: number; doRowsWritten: number } };
+  largePayloads: { e2e: { lost: number }; storage: { bytesPerEvent: number } };
+  cost: { lines: { item: string; usdPerMillion: number }[]; total: number };
+  drops: { events: number; durationMs: number | null; fileAfter: { events: number | null } }[];
   table: string;
 }
 
@@ -64,6 +71,24 @@ it("npm run bench (quick) completes and every expected delivery arrives", { time
     expect(g.ingest.errors).toBe(0);
     expect(g.list.requests).toBeGreaterThan(0);
     expect(g.list.errors).toBe(0);
+  }
+  // Events are not in D1: its files do not grow with them (a page at most, for the source-day's bookkeeping row).
+  expect(r.storage.d1BytesPerEvent).toBeLessThanOrEqual(4096 / 50);
+  expect(r.storage.partitions.events).toBe(50);
+  expect(r.storage.partitions.bytesPerEvent).toBeGreaterThan(0);
+  expect(r.metered.e2e.lost).toBe(0);
+  expect(r.largePayloads.e2e.lost).toBe(0);
+  expect(r.largePayloads.storage.bytesPerEvent).toBeGreaterThan(0);
+  // One ingest request, one deliver message, and Durable Object calls and writes per event.
+  expect(r.metered.perEvent.workerRequests).toBeGreaterThanOrEqual(1);
+  expect(r.metered.perEvent.queueMessagesSent).toBeGreaterThanOrEqual(1);
+  expect(r.metered.perEvent.doRequests).toBeGreaterThan(0);
+  expect(r.metered.perEvent.doRowsWritten).toBeGreaterThan(0);
+  expect(r.cost.total).toBeGreaterThan(0);
+  expect(r.drops).toHaveLength(2);
+  for (const d of r.drops) {
+    expect(d.durationMs).not.toBeNull();
+    expect(d.fileAfter.events).toBeNull();
   }
   expect(r.table).toMatch(/\| Step/);
 });

@@ -6,7 +6,10 @@
 import { env } from "cloudflare:workers";
 import { Webhook } from "standardwebhooks";
 import { beforeEach, describe, expect, it } from "vitest";
+import type { Env } from "../../src/config";
+import { servicesFor } from "../../src/services";
 import { call, createAccount, createDestination, createSource, envWith, mailbox, setDns, type Account } from "../helpers/api";
+import { forgetDeliveryDestination } from "../../src/db/destinations";
 import { attemptRows, currentMessage, deliveryRow, destinationRow, insertDelivery, insertEvent, retryDelay, runQueue } from "../helpers/delivery";
 
 let account: Account;
@@ -87,6 +90,8 @@ describe("a successful attempt", () => {
     await env.DB.prepare("UPDATE destinations SET secret_rotated_at = ? WHERE id = ?")
       .bind(Date.now() - 25 * 3600 * 1000, dest.id)
       .run();
+    // Written behind the API's back: this isolate's deliver cache is told, as the API tells it.
+    forgetDeliveryDestination(dest.id);
     await runQueue("krafter-deliver", [await insertDelivery(await insertEvent(sourceId), dest.id)]);
     const second = (await box.requests())[1]!;
     expect(second.headers["webhook-signature"]!.split(" ")).toHaveLength(1);
@@ -300,5 +305,37 @@ describe("a batch", () => {
         expect(() => new Webhook(dests[i]!.secret).verify(q.body, q.headers)).not.toThrow();
       }
     }
+  });
+});
+
+describe("what the deliver path reads and tells", () => {
+  it("a success resets failure_count even when this isolate read the destination before the count rose", async () => {
+    const box = await mailbox();
+    const dest = await createDestination(account, sourceId, { url: box.url });
+    await runQueue("krafter-deliver", [await insertDelivery(await insertEvent(sourceId), dest.id)]); // cached now, count 0
+    const health = servicesFor(env as unknown as Env).health(dest.id);
+    await health.exhausted(dest.id);
+    await health.exhausted(dest.id);
+    expect(await destinationRow(dest.id)).toMatchObject({ failure_count: 2 });
+    await runQueue("krafter-deliver", [await insertDelivery(await insertEvent(sourceId), dest.id), await insertDelivery(await insertEvent(sourceId), dest.id)]);
+    expect(await destinationRow(dest.id)).toMatchObject({ failure_count: 0 });
+  });
+
+  it("a destination's messages always go to the same deliver queue, and the four are all used", () => {
+    const s = servicesFor(env as unknown as Env);
+    const ids = Array.from({ length: 200 }, () => crypto.randomUUID());
+    for (const id of ids) expect(s.queues.deliver(id)).toBe(s.queues.deliver(id));
+    expect(new Set(ids.map((id) => s.queues.deliver(id))).size).toBe(4);
+  });
+
+  it("a change made through the API applies to this isolate's next delivery at once", async () => {
+    const box = await mailbox();
+    const other = await mailbox();
+    const dest = await createDestination(account, sourceId, { url: box.url });
+    await runQueue("krafter-deliver", [await insertDelivery(await insertEvent(sourceId), dest.id)]);
+    await call("PATCH", `/api/v1/webhooks/sources/${sourceId}/destinations/${dest.id}`, { key: account.key, body: { url: other.url } });
+    await runQueue("krafter-deliver", [await insertDelivery(await insertEvent(sourceId), dest.id)]);
+    expect(await box.requests()).toHaveLength(1);
+    expect(await other.requests()).toHaveLength(1);
   });
 });

@@ -148,7 +148,7 @@ describe("fan-out in the partition", () => {
       const store = instance as unknown as { s: Services };
       const real = store.s;
       // Fault injection: the deliver queue refuses every send.
-      store.s = { ...real, queues: { ...real.queues, deliver: { sendBatch: () => Promise.reject(new Error("queue unavailable")) } as unknown as Queue } };
+      store.s = { ...real, queues: { ...real.queues, deliver: () => ({ sendBatch: () => Promise.reject(new Error("queue unavailable")) }) as unknown as Queue<never> } };
       await instance.alarm();
       const kept = state.storage.sql.exec("SELECT count(*) AS n FROM outbox").one().n;
       const alarm = await state.storage.getAlarm();
