@@ -20,7 +20,24 @@ export interface DestinationInput {
   url: string;
   secret?: string | undefined;
   event_filter?: string[] | undefined;
+  payload_filter?: Record<string, unknown> | null | undefined;
+  headers?: Record<string, string> | undefined;
   enabled?: boolean | undefined;
+}
+
+/** Custom headers: their names in the clear (reads show them), the whole set encrypted. */
+async function sealHeaders(s: Services, id: string, headers: Record<string, string>): Promise<Pick<DestinationRow, "headerNames" | "headersCiphertext">> {
+  const names = Object.keys(headers);
+  return {
+    headerNames: names,
+    headersCiphertext: names.length === 0 ? null : await s.secrets.encrypt(JSON.stringify(headers), secretContext.destinationHeaders(id)),
+  };
+}
+
+/** A destination's custom headers, decrypted (for sending only: never returned, never logged). */
+export async function openHeaders(s: Services, row: Pick<DestinationRow, "id" | "headersCiphertext">): Promise<Record<string, string>> {
+  if (row.headersCiphertext === null) return {};
+  return JSON.parse(await s.secrets.decrypt(row.headersCiphertext, secretContext.destinationHeaders(row.id))) as Record<string, string>;
 }
 
 export async function createDestination(
@@ -38,7 +55,9 @@ export async function createDestination(
     secretCiphertext: await s.secrets.encrypt(secret, secretContext.destination(id)),
     previousSecretCiphertext: null,
     secretRotatedAt: null,
-    eventFilter: JSON.stringify(input.event_filter ?? []),
+    eventFilter: input.event_filter ?? [],
+    payloadFilter: input.payload_filter ?? null,
+    ...(await sealHeaders(s, id, input.headers ?? {})),
     enabled: input.enabled ?? true,
     failureCount: 0,
     createdAt: now,
@@ -74,10 +93,14 @@ export async function updateDestination(
   const now = s.now();
   const set: Partial<DestinationRow> = { updatedAt: now };
   if (patch.url !== undefined) set.url = patch.url;
-  if (patch.event_filter !== undefined) set.eventFilter = JSON.stringify(patch.event_filter);
+  if (patch.event_filter !== undefined) set.eventFilter = patch.event_filter;
+  if (patch.payload_filter !== undefined) set.payloadFilter = patch.payload_filter;
+  // The whole set is replaced; {} removes them.
+  if (patch.headers !== undefined) Object.assign(set, await sealHeaders(s, current.id, patch.headers));
   // enabled: true does not reset failure_count: the first success afterwards does.
   if (patch.enabled !== undefined) set.enabled = patch.enabled;
-  if (patch.secret !== undefined) {
+  // Sending the current secret again changes nothing (and so does not end a rotation's grace).
+  if (patch.secret !== undefined && patch.secret !== (await s.secrets.decrypt(current.secretCiphertext, secretContext.destination(current.id)))) {
     set.secretCiphertext = await s.secrets.encrypt(patch.secret, secretContext.destination(current.id));
     set.previousSecretCiphertext = current.secretCiphertext;
     set.secretRotatedAt = now;
@@ -130,7 +153,7 @@ export async function signingSecrets(
 /** What the deliver consumer needs of a destination. */
 export type DeliveryDestination = Pick<
   DestinationRow,
-  "id" | "sourceId" | "url" | "enabled" | "secretCiphertext" | "previousSecretCiphertext" | "secretRotatedAt"
+  "id" | "sourceId" | "url" | "enabled" | "secretCiphertext" | "previousSecretCiphertext" | "secretRotatedAt" | "headersCiphertext"
 >;
 
 /**
@@ -178,6 +201,7 @@ async function readDeliveryDestinations(s: Services, ids: string[]): Promise<Map
       secretCiphertext: destinations.secretCiphertext,
       previousSecretCiphertext: destinations.previousSecretCiphertext,
       secretRotatedAt: destinations.secretRotatedAt,
+      headersCiphertext: destinations.headersCiphertext,
     })
     .from(destinations)
     .where(sql`${destinations.id} IN (SELECT value FROM json_each(${JSON.stringify(ids)}))`)
@@ -187,12 +211,11 @@ async function readDeliveryDestinations(s: Services, ids: string[]): Promise<Map
 
 /** The enabled destinations of a source, as fan-out matches them. */
 export async function targetsOf(s: Services, sourceId: string): Promise<TargetDestination[]> {
-  const rows = await s.db
-    .select({ id: destinations.id, eventFilter: destinations.eventFilter })
+  return s.db
+    .select({ id: destinations.id, eventFilter: destinations.eventFilter, payloadFilter: destinations.payloadFilter })
     .from(destinations)
     .where(and(eq(destinations.sourceId, sourceId), eq(destinations.enabled, true)))
     .all();
-  return rows.map((r) => ({ id: r.id, eventFilter: JSON.parse(r.eventFilter) as string[] }));
 }
 
 /** The ids of a source's destinations (to hide what belongs to deleted ones). */

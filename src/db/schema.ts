@@ -71,8 +71,14 @@ export const destinations = sqliteTable(
     /** The secret before the last rotation, still used to sign for 24 h after it. */
     previousSecretCiphertext: text("previous_secret_ct"),
     secretRotatedAt: integer("secret_rotated_at"),
-    /** JSON array of strings; [] forwards everything. */
-    eventFilter: text("event_filter").notNull().default("[]"),
+    /** Event types to forward; [] forwards everything. */
+    eventFilter: text("event_filter", { mode: "json" }).$type<string[]>().notNull().default([]),
+    /** A JSON filter on the payload (delivery/payload-filter.ts), or null for none. */
+    payloadFilter: text("payload_filter", { mode: "json" }).$type<Record<string, unknown>>(),
+    /** The names of the custom headers, in order (not secret: reads show them, values masked). */
+    headerNames: text("header_names", { mode: "json" }).$type<string[]>().notNull().default([]),
+    /** The custom headers, names and values, as JSON encrypted like the secret; null for none. */
+    headersCiphertext: text("headers_ct"),
     enabled: integer("enabled", { mode: "boolean" }).notNull().default(true),
     /** Written only by the DestinationHealth Durable Object. */
     failureCount: integer("failure_count").notNull().default(0),

@@ -4,7 +4,7 @@
  * (records, queue, health) is the consumer's one place for it (deliver.ts).
  */
 import type { DeliveryDestination } from "../db/destinations";
-import { signingSecrets } from "../db/destinations";
+import { openHeaders, signingSecrets } from "../db/destinations";
 import type { Services } from "../services";
 import type { ClaimedEvent } from "../store/types";
 import { envelope } from "./envelope";
@@ -44,10 +44,11 @@ export async function attempt(s: Services, limiter: Limiter, a: AttemptInput): P
     return { kind: "cancelled", statusCode: null, error: "destination is disabled", durationMs: 0, responseBody: null };
   }
   let secrets: string[];
+  let headers: Record<string, string>;
   try {
-    secrets = await signingSecrets(s, a.destination);
+    [secrets, headers] = await Promise.all([signingSecrets(s, a.destination), openHeaders(s, a.destination)]);
   } catch {
-    return { kind: "ours", error: "the destination's secret cannot be decrypted" };
+    return { kind: "ours", error: "the destination's secret or headers cannot be decrypted" };
   }
   const result = await limiter.run("http", () =>
     sendSigned(s, {
@@ -55,6 +56,7 @@ export async function attempt(s: Services, limiter: Limiter, a: AttemptInput): P
       body: envelope(a.event.type, a.event.payload, a.event.payloadIsJson, a.sourceId),
       msgId: a.event.id,
       secrets,
+      headers,
       attempt: a.number,
       timeoutMs: s.config.deliveryTimeoutMs,
     }),

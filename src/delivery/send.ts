@@ -19,6 +19,8 @@ export interface SendRequest {
   msgId: string;
   /** Newest first; more than one during a rotation's grace period. */
   secrets: string[];
+  /** The destination's custom headers (never ones Krafter sets: those are refused at PATCH). */
+  headers?: Record<string, string>;
   attempt: number;
   timeoutMs: number;
 }
@@ -39,6 +41,7 @@ export async function sendSigned(s: Services, req: SendRequest): Promise<SendRes
   if (!verdict.ok) return { kind: "refused", error: `URL refused: ${verdict.reason}`, durationMs: elapsed() };
 
   const headers = {
+    ...req.headers,
     "content-type": "application/json",
     "user-agent": USER_AGENT,
     "krafter-attempt": String(req.attempt),

@@ -11,11 +11,14 @@ import {
   deleteDestination,
   getDestination,
   listDestinations,
+  openHeaders,
   signingSecrets,
   updateDestination,
   type DestinationRow,
 } from "../db/destinations";
 import { invalidFilterEntry, MAX_FILTER_ENTRIES, normalizeFilter } from "../delivery/filter";
+import { invalidCustomHeader, MASK, MAX_CUSTOM_HEADERS } from "../delivery/headers";
+import { validatePayloadFilter } from "../delivery/payload-filter";
 import { sendSigned } from "../delivery/send";
 import { newId } from "../db/ids";
 import { checkDestinationUrl, checkUrlSyntax } from "../security/ssrf";
@@ -59,10 +62,43 @@ const eventFilter = z
   .transform(normalizeFilter)
   .describe("Event types to forward; [] forwards everything. Exact names, `*`, or a trailing `.*` (`invoice.*`). At most 100 entries of 1 to 255 characters; duplicates are dropped.");
 
+/** Each fault of a payload filter is a detail naming its JSON path (`payload_filter.data.x.$gtx`). */
+const payloadFilter = z
+  .record(z.string(), z.unknown())
+  .nullable()
+  .superRefine((v, ctx) => {
+    if (v === null) return;
+    for (const issue of validatePayloadFilter(v, "")) {
+      ctx.addIssue({ code: "custom", message: issue.message, path: issue.field.split(".").filter((p) => p !== ""), params: { code: issue.code } });
+    }
+  })
+  .describe(
+    "A filter on the payload (JSON, at most 4 KB and 10 levels deep), or null for none: the event is forwarded only if it also matches. A plain value matches by equality; an object's keys must all match; a scalar matches an array that contains it. Operators: $eq $neq $gt $gte $lt $lte $in $nin $startsWith $endsWith $exist $or $and $not.",
+  );
+
+const headers = z
+  .record(z.string(), z.string())
+  .superRefine((v, ctx) => {
+    const names = Object.keys(v);
+    if (names.length > MAX_CUSTOM_HEADERS) ctx.addIssue({ code: "custom", message: `at most ${MAX_CUSTOM_HEADERS} headers`, params: { code: "too_many_headers" } });
+    const seen = new Set<string>();
+    for (const name of names) {
+      const why = invalidCustomHeader(name, v[name]!);
+      if (why) ctx.addIssue({ code: "custom", message: why.message, path: [name], params: { code: why.code } });
+      else if (seen.has(name.toLowerCase())) ctx.addIssue({ code: "custom", message: `header ${name} is given twice (names are not case-sensitive)`, path: [name], params: { code: "duplicate_header" } });
+      seen.add(name.toLowerCase());
+    }
+  })
+  .describe(
+    "Headers sent with every forward and test, e.g. an Authorization token: at most 20, values of at most 1,024 characters. Stored encrypted; reads show each value as \"********\". On PATCH, replaces the whole set; {} removes them. Names Krafter sets itself (content-type, content-length, host, user-agent, webhook-*, krafter-*) and hop-by-hop headers are refused.",
+  );
+
 export const createDestinationBody = z.strictObject({
   url,
   secret: secret.optional(),
   event_filter: eventFilter.optional(),
+  payload_filter: payloadFilter.optional(),
+  headers: headers.optional(),
   enabled: z.boolean().optional().describe("Disabled destinations are skipped during fan-out. Default true."),
 });
 
@@ -70,6 +106,8 @@ export const updateDestinationBody = z.strictObject({
   url: url.optional(),
   secret: secret.optional(),
   event_filter: eventFilter.optional(),
+  payload_filter: payloadFilter.optional(),
+  headers: headers.optional(),
   enabled: z.boolean().optional(),
 });
 
@@ -100,7 +138,9 @@ export function destinationJson(row: DestinationRow) {
     id: row.id,
     source_id: row.sourceId,
     url: row.url,
-    event_filter: JSON.parse(row.eventFilter) as string[],
+    event_filter: row.eventFilter,
+    payload_filter: row.payloadFilter ?? null,
+    headers: Object.fromEntries(row.headerNames.map((n) => [n, MASK])),
     enabled: row.enabled,
     failure_count: row.failureCount,
     created_at: rfc3339(row.createdAt),
@@ -206,6 +246,7 @@ export const destinationRoutes = new Hono<AppEnv>()
       url: row.url,
       body,
       msgId: newId(s.now()),
+      headers: await openHeaders(s, row),
       secrets: await signingSecrets(s, row),
       attempt: 1,
       timeoutMs: s.config.testTimeoutMs,

@@ -44,6 +44,8 @@ export const Destination = z
     source_id: uuid,
     url: z.string(),
     event_filter: z.array(z.string()),
+    payload_filter: z.record(z.string(), z.unknown()).nullable().describe("The payload filter, or null."),
+    headers: z.record(z.string(), z.literal("********")).describe("The custom headers' names; every value shows as ********."),
     enabled: z.boolean(),
     failure_count: z.number().int(),
     created_at: timestamp,

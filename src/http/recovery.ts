@@ -80,7 +80,7 @@ export const recoveryRoutes = new Hono<AppEnv>()
     const body = c.req.valid("json");
     const window = { sinceMs: body.since, untilMs: body.until ?? s.now() + 1 };
     const q = {
-      destination: { id: dest.id, eventFilter: JSON.parse(dest.eventFilter) as string[] },
+      destination: { id: dest.id, eventFilter: dest.eventFilter, payloadFilter: dest.payloadFilter },
       low: idBoundAt(window.sinceMs, "low"),
       high: idBoundAt(window.untilMs, "low"),
       onlyFailed: body.only_failed,

@@ -98,5 +98,6 @@ export function secretBox(current: string | undefined, previous?: string): Secre
 /** The additional data that binds a ciphertext to its place. */
 export const secretContext = {
   destination: (id: string) => `destination:${id}:secret`,
+  destinationHeaders: (id: string) => `destination:${id}:headers`,
   source: (id: string) => `source:${id}:signing_secret`,
 };

@@ -22,7 +22,7 @@ import { migrate } from "drizzle-orm/durable-sqlite/migrator";
 import migrations from "../../drizzle/store/migrations.js";
 import type { Env } from "../config";
 import { deliverMessage, sendAll, type DeliverMessage } from "../delivery/messages";
-import { targetsFor } from "../delivery/targets";
+import { parsedPayload, targetsFor } from "../delivery/targets";
 import { log } from "../log";
 import { meter, meteredSql } from "../meter";
 import { servicesFor, type Services } from "../services";
@@ -207,6 +207,12 @@ export class EventStore extends DurableObject<Env> {
     return this.ids.next(Math.min(Math.max(ms, start), start + DAY_MS - 1));
   }
 
+  /** An event's payload parsed as JSON, for a payload filter (once per event by targetsFor). */
+  private parsedPayload(id: string): { json: unknown } | undefined {
+    const e = this.db.select({ payload: events.payload, payloadIsJson: events.payloadIsJson }).from(events).where(eq(events.id, id)).get();
+    return e ? parsedPayload(e.payload, e.payloadIsJson) : undefined;
+  }
+
   private eventIdByKey(key: string): string | undefined {
     return this.db.select({ id: events.id }).from(events).where(eq(events.dedupeKey, key)).get()?.id;
   }
@@ -320,7 +326,7 @@ export class EventStore extends DurableObject<Env> {
         // Still pending: a concurrent round may have taken it while we read D1.
         const fresh = tx.update(events).set({ status: "dispatched" }).where(and(eq(events.id, e.id), eq(events.status, "pending"))).returning({ id: events.id }).get();
         if (!fresh) continue;
-        for (const destinationId of targetsFor(targets, e)) this.queueDelivery(tx, e.id, destinationId, now);
+        for (const destinationId of targetsFor(targets, { type: e.type, payload: () => this.parsedPayload(e.id) })) this.queueDelivery(tx, e.id, destinationId, now);
       }
     });
     return true;
@@ -579,7 +585,7 @@ export class EventStore extends DurableObject<Env> {
     if (!this.registration) return null;
     const e = this.db.select({ id: events.id, type: events.type }).from(events).where(eq(events.id, eventId)).get();
     if (!e) return null;
-    const ids = named ? targets.map((t) => t.id) : targetsFor(targets, e);
+    const ids = named ? targets.map((t) => t.id) : targetsFor(targets, { type: e.type, payload: () => this.parsedPayload(e.id) });
     const result = this.requeue([e.id], ids);
     return result;
   }
@@ -619,7 +625,7 @@ export class EventStore extends DurableObject<Env> {
     for (;;) {
       const rows = replayPage(this.db, q.destination.id, q.low, q.high, after, REPLAY_PAGE).all();
       for (const r of rows) {
-        if (targetsFor([q.destination], r).length === 0) continue;
+        if (targetsFor([q.destination], { type: r.type, payload: () => this.parsedPayload(r.id) }).length === 0) continue;
         if (r.status === "pending") alreadyPending++;
         else if (!q.onlyFailed || r.status === null || r.status === "failed" || r.status === "cancelled") {
           toQueue.push(r.id);

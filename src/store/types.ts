@@ -78,6 +78,7 @@ export interface IdRange {
 export interface TargetDestination {
   id: string;
   eventFilter: string[];
+  payloadFilter?: Record<string, unknown> | null;
 }
 
 export interface ClaimItem {

@@ -26,7 +26,8 @@ import {
 } from "../helpers/api";
 import { countFor, deliveriesOf, insertAttempt, insertDelivery, insertEvent, runRemovals, storedEvents } from "../helpers/delivery";
 
-const READ_KEYS = ["created_at", "enabled", "event_filter", "failure_count", "id", "source_id", "updated_at", "url"];
+/** The reference page's fields, and PRODUCT.md's second round: payload_filter and headers. */
+const READ_KEYS = ["created_at", "enabled", "event_filter", "failure_count", "headers", "id", "payload_filter", "source_id", "updated_at", "url"];
 const CREATE_KEYS = [...READ_KEYS, "secret"].sort();
 
 const secretOf = (bytes: number) => "whsec_" + bytesToBase64(crypto.getRandomValues(new Uint8Array(bytes)));
@@ -583,7 +584,7 @@ describe("Destinations — Auto-disable (destinations-api.md)", () => {
 });
 
 describe("Destinations — PRODUCT.md's decisions", () => {
-  it("fields and types are exactly id, source_id, url, event_filter, enabled, failure_count, created_at, updated_at", async () => {
+  it("fields and types are exactly id, source_id, url, event_filter, payload_filter, headers, enabled, failure_count, created_at, updated_at", async () => {
     const { account, source } = await fresh();
     const d = await createDestination(account, source.id, { url: "https://example.com/h" });
     const { data } = await json(await get(account, source.id, d.id));
@@ -593,6 +594,8 @@ describe("Destinations — PRODUCT.md's decisions", () => {
     expect(typeof data.source_id).toBe("string");
     expect(typeof data.url).toBe("string");
     expect(Array.isArray(data.event_filter)).toBe(true);
+    expect(data.payload_filter).toBeNull();
+    expect(data.headers).toEqual({});
     expect(typeof data.enabled).toBe("boolean");
     expect(Number.isInteger(data.failure_count)).toBe(true);
     expectRfc3339NearNow(data.created_at);

@@ -1,9 +1,9 @@
 /**
- * Secrets stay secret: across a whole workflow (sources, destinations, rotation, test
- * sends, signed ingest, deliveries, the event and attempt logs), no response but the one
- * 201 of POST …/destinations carries a destination secret, none carries a source's
- * signing secret or an API key, no log line carries any of them or a signature, and
- * D1 holds only ciphertext and hashes.
+ * Secrets stay secret: across a whole workflow (sources, destinations, custom headers,
+ * rotation, test sends, signed ingest, deliveries, the event and attempt logs), no
+ * response but the one 201 of POST …/destinations carries a destination secret, none
+ * carries a source's signing secret, a custom header's value or an API key, no log line
+ * carries any of them or a signature, and D1 holds only ciphertext and hashes.
  */
 import { env } from "cloudflare:workers";
 import Stripe from "stripe";
@@ -47,7 +47,8 @@ describe("secrets", () => {
     const base = `/api/v1/webhooks/sources/${src.json.data.id}`;
     const box = await mailbox();
 
-    const created = await call("POST", `${base}/destinations`, { key: account.key, body: { url: box.url } });
+    const headerValue = `Bearer hdr_${crypto.randomUUID()}`;
+    const created = await call("POST", `${base}/destinations`, { key: account.key, body: { url: box.url, headers: { Authorization: headerValue } } });
     expect(created.status).toBe(201);
     const destination = ((await created.json()) as { data: { id: string; secret: string } }).data;
     const first = destination.secret;
@@ -59,6 +60,8 @@ describe("secrets", () => {
     await api("patch source", "PATCH", base, { body: { name: "renamed" } });
     await api("get destination", "GET", dpath);
     await api("list destinations", "GET", `${base}/destinations`);
+    const otherHeader = `Bearer hdr2_${crypto.randomUUID()}`;
+    await api("patch headers", "PATCH", dpath, { body: { headers: { Authorization: otherHeader, "X-Api-Key": otherHeader } } });
     const rotated = randomSecret();
     const patch = await api("rotate", "PATCH", dpath, { body: { secret: rotated } });
     expect(patch.status).toBe(200);
@@ -82,7 +85,9 @@ describe("secrets", () => {
     await api("event", "GET", `${base}/events/${ok.json.data.event_id}`);
     await api("attempts", "GET", `${dpath}/attempts`);
 
-    const secrets = [...forms(first), ...forms(rotated), signingSecret, account.key];
+    // The custom header's value did reach the receiver (it is sent), and nowhere else.
+    expect(delivered.some((r) => r.headers.authorization === otherHeader)).toBe(true);
+    const secrets = [...forms(first), ...forms(rotated), signingSecret, account.key, headerValue, otherHeader];
     for (const r of responses) {
       for (const s of secrets) expect(r.text, `${r.label} leaks a secret`).not.toContain(s);
     }
