@@ -176,8 +176,8 @@ describe("README walk-through against wrangler dev", () => {
     expect(key).toMatch(/^krf_[A-Za-z0-9_-]{43}$/);
 
     const recorded = await recordedSteps(steps);
-    expect(recorded.map((s) => s.status)).toEqual([201, 201, 202, 200, 200]);
-    const [createSource, createDestination, ingest, listSources, ingestAgain] = recorded as [Step, Step, Step, Step, Step];
+    expect(recorded.map((s) => s.status)).toEqual([201, 201, 201, 202, 200, 200]);
+    const [createSource, createDestination, createFiltered, ingest, listSources, ingestAgain] = recorded as [Step, Step, Step, Step, Step, Step];
 
     expect(createSource.args).toContain(`${dev.origin}/api/v1/webhooks/sources`);
     const source = json<{ data: { id: string; name: string; provider: string; ingest_url: string; verifies_signatures: boolean } }>(createSource.body).data;
@@ -189,6 +189,15 @@ describe("README walk-through against wrangler dev", () => {
     const destination = json<{ data: { source_id: string; url: string; event_filter: string[]; enabled: boolean; secret: string } }>(createDestination.body).data;
     expect(destination).toMatchObject({ source_id: sourceId, url: "http://localhost:3000/webhooks", event_filter: ["invoice.*"], enabled: true });
     expect(destination.secret).toMatch(/^whsec_[A-Za-z0-9+/]+=*$/);
+
+    // The filtered destination with its own header: the filter as given, the header masked.
+    const filtered = json<{ data: { url: string; payload_filter: unknown; headers: Record<string, string> } }>(createFiltered.body).data;
+    expect(filtered).toMatchObject({
+      url: "http://localhost:3000/big-invoices",
+      payload_filter: { type: "invoice.paid", data: { object: { amount_paid: { $gt: 10000 } } } },
+      headers: { Authorization: "********" },
+    });
+    expect(createFiltered.body).not.toContain("my-endpoint-token");
 
     expect(ingest.args).toContain(ingestUrl);
     const eventId = json<{ data: { event_id: string } }>(ingest.body).data.event_id;
@@ -210,14 +219,16 @@ describe("README walk-through against wrangler dev", () => {
       const line = receiverOutput.split("\n").find((l) => l.startsWith(`POST /webhooks ${eventId}`))!;
       const forwarded = JSON.parse(line.slice(`POST /webhooks ${eventId} `.length));
       expect(forwarded).toEqual({ event: "invoice.paid", data: { id: "evt_1", type: "invoice.paid" }, source_id: sourceId });
-      // The duplicate was not forwarded a second time.
+      // The duplicate was not forwarded a second time; the event (no amount_paid) did not
+      // match the payload filter, so /big-invoices got nothing.
       await new Promise((r) => setTimeout(r, 2_000));
       expect(receiverOutput.split("\n").filter((l) => l.startsWith("POST /webhooks "))).toHaveLength(1);
+      expect(receiverOutput).not.toContain("POST /big-invoices");
     } else {
       console.warn(`port 3000 is taken: the README's receiver was not checked.\n${receiverOutput}`);
     }
 
     // Nothing else was recorded: the walk-through made exactly these requests.
-    expect((await readdir(steps)).filter((f) => f.endsWith(".args"))).toHaveLength(5);
+    expect((await readdir(steps)).filter((f) => f.endsWith(".args"))).toHaveLength(6);
   });
 });

@@ -44,6 +44,15 @@ describe("krafterClient", () => {
     const patched = await destinations[":id"].$patch({ param: { source_id: source.id, id: destination.id }, json: { enabled: false } });
     expect((await patched.json()).data.enabled).toBe(false);
 
+    // A payload filter and a header, typed like the rest; the header comes back masked.
+    const filtered = await destinations.$post({
+      param: { source_id: source.id },
+      json: { url: box.url, payload_filter: { data: { object: { amount_paid: { $gt: 10000 } } } }, headers: { Authorization: "Bearer t" } },
+    });
+    const f = (await filtered.json()).data;
+    expect(f.payload_filter).toEqual({ data: { object: { amount_paid: { $gt: 10000 } } } });
+    expect(f.headers).toEqual({ Authorization: "********" });
+
     const other = await createAccount();
     const stranger = krafterClient("https://krafter.test", other.key, { fetch: viaWorker });
     const hidden = await stranger.api.v1.webhooks.sources[":source_id"].$get({ param: { source_id: source.id } });
