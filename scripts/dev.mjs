@@ -13,6 +13,7 @@
  * .wrangler/state; it is passed to both the migrations and `wrangler dev`.
  */
 import { spawn } from "node:child_process";
+import { Transform } from "node:stream";
 import { randomBytes } from "node:crypto";
 import { existsSync, writeFileSync } from "node:fs";
 import { delimiter, join, resolve } from "node:path";
@@ -102,6 +103,24 @@ function applyMigrations(persistTo) {
   });
 }
 
+/** A stream that masks ingest keys (`/in/src_…`) line by line. */
+export function redactIngestKeys() {
+  let rest = "";
+  return new Transform({
+    transform(chunk, _enc, done) {
+      const text = rest + chunk.toString("utf8");
+      const cut = text.lastIndexOf("\n") + 1;
+      rest = text.slice(cut);
+      done(null, mask(text.slice(0, cut)));
+    },
+    flush(done) {
+      done(null, mask(rest));
+    },
+  });
+}
+
+const mask = (text) => text.replace(/\/in\/src_[A-Za-z0-9_-]+/g, "/in/src_…");
+
 function printHowToGetAKey(persistTo, port) {
   const persist = persistTo ? ` --persist-to ${JSON.stringify(persistTo)}` : "";
   console.log(`
@@ -129,7 +148,11 @@ async function main() {
   // --test-scheduled: wrangler dev runs no cron triggers by itself, so the housekeeping
   // cron (the sweep that re-queues what was saved but never queued, and retention) is
   // fired here once a minute through /__scheduled, as Cloudflare would in production.
-  const dev = spawnWrangler(["dev", "--test-scheduled", ...rest, ...(persistTo ? ["--persist-to", persistTo] : [])], "inherit");
+  // wrangler's own request log prints each request's path, and an ingest path holds the
+  // source's ingest key (a credential): its output is passed on with the keys masked.
+  const dev = spawnWrangler(["dev", "--test-scheduled", ...rest, ...(persistTo ? ["--persist-to", persistTo] : [])], ["inherit", "pipe", "pipe"]);
+  dev.stdout.pipe(redactIngestKeys()).pipe(process.stdout);
+  dev.stderr.pipe(redactIngestKeys()).pipe(process.stderr);
   dev.on("error", (err) => fail(`could not run wrangler dev: ${err.message}`));
   const cron = setInterval(() => {
     fetch(`http://127.0.0.1:${port}/__scheduled?cron=${encodeURIComponent("* * * * *")}`, { signal: AbortSignal.timeout(30_000) })
