@@ -19,20 +19,24 @@ import { log } from "./log";
 import { meter } from "./meter";
 import { cachedOpenApiDocument } from "./http/openapi";
 import { sourceRoutes } from "./http/sources";
-import { apiBodyGuard, apiBodyLimit } from "./http/validation";
 import { servicesFor } from "./services";
 
 export function createApp() {
   const app = new Hono<AppEnv>();
 
-  app.use(requestId({ generator: () => crypto.randomUUID() }));
+  // Ours, always: a client's X-Request-Id is never echoed as ours or trusted in a log; a
+  // well-formed one is logged beside it, for the client's own correlation.
+  app.use(requestId({ headerName: "", generator: () => crypto.randomUUID() }));
   app.use(async (c, next) => {
     const started = Date.now();
+    c.header("x-request-id", c.var.requestId);
     await next();
     // The ingest key is a credential: never log it.
     const path = c.req.path.startsWith("/in/") ? "/in/:ingest_key" : c.req.path;
+    const theirs = c.req.header("x-request-id");
     log("info", "request", {
       request_id: c.var.requestId,
+      ...(theirs !== undefined && /^[A-Za-z0-9_-]{1,64}$/.test(theirs) ? { client_request_id: theirs } : {}),
       method: c.req.method,
       path,
       status: c.res.status,
@@ -53,7 +57,6 @@ export function createApp() {
     if (c.var.services.config.meter && c.req.path !== "/__meter") meter.workerRequests++;
     await next();
   });
-  app.use("/api/*", apiBodyGuard, apiBodyLimit);
 
   app.get("/__meter", (c) => (c.var.services.config.meter ? c.json(meter) : c.json(errorBody("not_found", "No such route."), 404)));
   app.get("/api/v1/openapi.json", async (c) => c.json(await cachedOpenApiDocument(app, new URL(c.req.url).origin)));

@@ -31,7 +31,7 @@ export async function handleQueue(batch: MessageBatch<AnyMessage>, env: Env, _ct
       const messages = batch.messages as readonly Message<DeliverMessage>[];
       const report = await deliverBatch(
         s,
-        messages.map((m) => ({ id: m.id, body: m.body })),
+        messages.map((m) => ({ id: m.id, body: m.body, attempts: m.attempts })),
         (i, settle) => {
           const m = messages[i]!;
           if (settle.ack) m.ack();

@@ -61,6 +61,8 @@ export async function attempt(s: Services, limiter: Limiter, a: AttemptInput): P
       timeoutMs: s.config.deliveryTimeoutMs,
     }),
   );
+  // Our resolver down: not an attempt, no retry spent, nothing counted against the destination.
+  if (result.kind === "unresolved") return { kind: "ours", error: result.error };
   const statusCode = result.kind === "response" ? result.status : null;
   const detail: Result = {
     statusCode,

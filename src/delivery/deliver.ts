@@ -40,6 +40,13 @@ export interface Incoming {
   /** The queue message's id: it holds the claim on its delivery while it is processed. */
   id: string;
   body: DeliverMessage;
+  /** How many times the queue has handed this message over (1 the first time). */
+  attempts?: number;
+}
+
+/** Our own failures are retried sooner first, then less often: 5 s doubling to 5 min. */
+export function oursDelay(attempts: number): number {
+  return Math.min(RETRY_OURS_SECONDS * 2 ** Math.max(0, attempts - 1), 300);
 }
 
 export type Settle = { ack: true } | { ack: false; delaySeconds: number };
@@ -60,6 +67,7 @@ interface Waiting {
   ref: PartitionRef;
   msg: DeliverMessage;
   messageId: string;
+  attempts: number;
 }
 
 interface Ready extends Waiting {
@@ -95,7 +103,7 @@ export async function deliverBatch(
   let oursCount = 0;
   const ours = (i: number) => {
     if (!settled.has(i)) oursCount++;
-    done(i, { ack: false, delaySeconds: RETRY_OURS_SECONDS });
+    done(i, { ack: false, delaySeconds: oursDelay(messages[i]?.attempts ?? 1) });
   };
   const held = new Held();
   let handedBack = 0;
@@ -107,7 +115,7 @@ export async function deliverBatch(
     const ref = m.body?.kind === "deliver" ? parsePartitionName(m.body.partition) : null;
     if (!ref || seen.has(m.body.delivery_id)) return done(index, { ack: true });
     seen.add(m.body.delivery_id);
-    waiting.push({ index, ref, msg: m.body, messageId: m.id });
+    waiting.push({ index, ref, msg: m.body, messageId: m.id, attempts: m.attempts ?? 1 });
   });
 
   let destinations = new Map<string, DeliveryDestination>();
@@ -268,7 +276,10 @@ async function attemptAndSettle(s: Services, limiter: Limiter, writers: RecordWr
     number: r.attemptCount + 1,
     attemptInRun: r.attemptsInRun + 1,
   });
-  if (outcome.kind === "ours") return { ack: false, delaySeconds: RETRY_OURS_SECONDS };
+  if (outcome.kind === "ours") {
+    log("warn", "delivery_deferred", { delivery_id: r.msg.delivery_id, destination_id: r.destination.id, reason: outcome.error.slice(0, 200) });
+    return { ack: false, delaySeconds: oursDelay(r.attempts) };
+  }
 
   const now = s.now();
   const record = {

@@ -11,8 +11,9 @@
  * - an array matches an array that contains, for each of its elements, an element it
  *   matches;
  * - an object: each key must hold. A key starting with `$` is an operator applied to the
- *   value itself; any other key is a field: an object's field must match, and an array
- *   matches when one of its elements matches the whole object.
+ *   value itself; any other key is a field: an object's field must match (a value that is
+ *   not an object has no fields: it matches no field, not even `{$exist: false}`), and an
+ *   array matches when one of its elements matches the whole object.
  * Operators: $eq (as a plain value) and $neq; $gt $gte $lt $lte (numbers with numbers,
  * strings with strings); $in and $nin (an array: the value, or one of its elements, is in
  * it); $startsWith $endsWith (strings); $exist (boolean: the field is there or not);
@@ -106,16 +107,15 @@ function match(f: unknown, d: unknown): boolean {
   if (isScalar(f)) return Array.isArray(d) ? d.some((e) => e === f) : d === f;
   if (Array.isArray(f)) return Array.isArray(d) && f.every((x) => d.some((e) => match(x, e)));
   const entries = Object.entries(f as Record<string, unknown>);
-  const fields = entries.filter(([k]) => !k.startsWith("$"));
-  // An array matches an object of fields when one of its elements does.
-  if (Array.isArray(d) && fields.length > 0 && fields.length === entries.length) return d.some((e) => match(f, e));
+  // An array matches an object with fields when one of its elements matches it whole.
+  if (Array.isArray(d) && entries.some(([k]) => !k.startsWith("$"))) return d.some((e) => match(f, e));
   return entries.every(([k, v]) => (k.startsWith("$") ? operator(k, v, d) : isObject(d) && match(v, Object.hasOwn(d, k) ? d[k] : undefined)));
 }
 
 function operator(op: string, v: unknown, d: unknown): boolean {
   switch (op) {
     case "$eq":
-      return isScalar(v) || Array.isArray(v) ? match(v, d) : deepEqual(v, d);
+      return match(v, d);
     case "$neq":
       return !operator("$eq", v, d);
     case "$gt":
@@ -151,14 +151,4 @@ const comparable = (v: unknown, d: unknown) => (typeof v === "number" && typeof 
 
 function inList(list: unknown[], d: unknown): boolean {
   return Array.isArray(d) ? d.some((e) => list.includes(e)) : isScalar(d) && list.includes(d);
-}
-
-function deepEqual(a: unknown, b: unknown): boolean {
-  if (a === b) return true;
-  if (Array.isArray(a)) return Array.isArray(b) && a.length === b.length && a.every((x, i) => deepEqual(x, b[i]));
-  if (isObject(a) && isObject(b)) {
-    const ka = Object.keys(a);
-    return ka.length === Object.keys(b).length && ka.every((k) => Object.hasOwn(b, k) && deepEqual(a[k], b[k]));
-  }
-  return false;
 }

@@ -28,7 +28,9 @@ export interface SendRequest {
 export type SendResult =
   | { kind: "response"; status: number; body: string; durationMs: number; retryAfter: string | null }
   | { kind: "error"; error: string; durationMs: number }
-  | { kind: "refused"; error: string; durationMs: number };
+  | { kind: "refused"; error: string; durationMs: number }
+  /** The resolver could not be asked: nothing was sent, and it is not the destination's doing. */
+  | { kind: "unresolved"; error: string; durationMs: number };
 
 export async function sendSigned(s: Services, req: SendRequest): Promise<SendResult> {
   const started = s.now();
@@ -38,7 +40,7 @@ export async function sendSigned(s: Services, req: SendRequest): Promise<SendRes
     allowPrivate: s.config.allowPrivateDestinations,
     resolver: s.resolver,
   });
-  if (!verdict.ok) return { kind: "refused", error: `URL refused: ${verdict.reason}`, durationMs: elapsed() };
+  if (!verdict.ok) return { kind: verdict.unresolved ? "unresolved" : "refused", error: `URL refused: ${verdict.reason}`, durationMs: elapsed() };
 
   const headers = {
     ...req.headers,

@@ -1,7 +1,8 @@
 /**
  * API key authentication and scope checks, applied per route so each route states the
  * scope it needs, as the reference page does. `Authorization: Bearer krf_…`; the key is
- * looked up by its SHA-256 hash; revoked keys fail like unknown ones.
+ * looked up by its SHA-256 hash; revoked keys fail like unknown ones. Then the request
+ * body's type and size: 401 and 403 come before 415 and 413.
  */
 import { eq } from "drizzle-orm";
 import { createMiddleware } from "hono/factory";
@@ -9,6 +10,7 @@ import { apiKeys } from "../db/schema";
 import { grantedScopes, hashApiKey, looksLikeApiKey, type Scope } from "../security/api-keys";
 import type { AppEnv } from "./context";
 import { ApiError } from "./errors";
+import { apiBodyGuard, apiBodyLimit } from "./validation";
 import { uniqueSymbol } from "hono-openapi";
 import { scopeSpec } from "./openapi";
 
@@ -42,7 +44,10 @@ export function requireScope(scope: Scope) {
       c.executionCtx.waitUntil(update.catch(() => undefined));
     }
     c.set("principal", { accountId: row.accountId, keyId: row.id, scopes });
-    await next();
+    // Then the body: who may ask comes before what they sent (docs/decisions.md).
+    await apiBodyGuard(c, async () => {
+      await apiBodyLimit(c, next);
+    });
   });
   // The OpenAPI document learns each route's scope from here.
   return Object.assign(middleware, { [uniqueSymbol]: { spec: scopeSpec(scope) } });

@@ -165,6 +165,9 @@ async function assertAcceptableUrl(s: Services, raw: string): Promise<void> {
   }
 }
 
+/** A URL as stored and shown: WHATWG-normalized (scheme and host lower-cased, default port dropped), as it is sent to. */
+const normalizedUrl = (raw: string) => new URL(raw).href;
+
 /** The destination named in the path, if its source belongs to the caller; otherwise 404. */
 export async function ownedDestination(c: { var: AppEnv["Variables"] }, sourceId: string | undefined, id: string | undefined) {
   const source = await ownedSource(c, sourceId);
@@ -192,7 +195,7 @@ export const destinationRoutes = new Hono<AppEnv>()
     const source = await ownedSource(c, c.req.param("source_id"));
     const body = c.req.valid("json");
     await assertAcceptableUrl(c.var.services, body.url);
-    const { row, secret } = await createDestination(c.var.services, source.id, body);
+    const { row, secret } = await createDestination(c.var.services, source.id, { ...body, url: normalizedUrl(body.url) });
     return c.json({ data: { ...destinationJson(row), secret } }, 201);
   },
   )
@@ -210,7 +213,7 @@ export const destinationRoutes = new Hono<AppEnv>()
     const row = await ownedDestination(c, c.req.param("source_id"), c.req.param("id"));
     const body = c.req.valid("json");
     if (body.url !== undefined && body.url !== row.url) await assertAcceptableUrl(c.var.services, body.url);
-    const updated = await updateDestination(c.var.services, row, body);
+    const updated = await updateDestination(c.var.services, row, body.url === undefined ? body : { ...body, url: normalizedUrl(body.url) });
     return c.json({ data: destinationJson(updated) }, 200);
   })
   .delete("/:id", doc({ tags, summary: "Delete a destination", description: "Cascades to all delivery attempts.", ok: { 204: { description: "No Content." } } }, [404]), requireScope("webhooks:write"), async (c) => {

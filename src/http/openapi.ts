@@ -31,7 +31,10 @@ export const Source = z
     id: uuid,
     name: z.string(),
     provider: z.enum(providers),
-    ingest_url: z.string().describe("Give this URL to the provider. The key in it is the only credential it needs."),
+    ingest_url: z
+      .string()
+      .nullable()
+      .describe("Give this URL to the provider. The key in it is the only credential it needs: keys with webhooks:read only get null."),
     verifies_signatures: z.boolean(),
     created_at: timestamp,
     updated_at: timestamp,

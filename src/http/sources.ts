@@ -2,11 +2,14 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { isId } from "../db/ids";
-import { providers } from "../db/schema";
+import { providers, type Provider } from "../db/schema";
+import { invalidSigningSecret } from "../ingest/providers";
+import { secretContext } from "../security/secrets";
+import type { Services } from "../services";
 import { createSource, deleteSource, getSource, listSources, updateSource, type SourceRow } from "../db/sources";
 import { requireScope } from "./auth";
 import type { AppEnv } from "./context";
-import { notFound } from "./errors";
+import { ApiError, notFound } from "./errors";
 import { rfc3339 } from "./format";
 import { page, paginationQuery } from "./pagination";
 import { validate } from "./validation";
@@ -18,11 +21,21 @@ const name = z.string().trim().min(1).max(200);
 const provider = z.enum(providers);
 const signingSecret = z.string().min(1).max(1024);
 
-export const createSourceBody = z.strictObject({
-  name,
-  provider: provider.default("generic"),
-  signing_secret: signingSecret.nullable().optional(),
-});
+/** A signing secret must be one the provider's scheme can verify with: 422 on signing_secret otherwise. */
+const secretFitsProvider = (v: { provider?: Provider | undefined; signing_secret?: string | null | undefined }, ctx: z.RefinementCtx, fallback?: Provider) => {
+  const p = v.provider ?? fallback;
+  if (p === undefined || typeof v.signing_secret !== "string") return;
+  const why = invalidSigningSecret(p, v.signing_secret);
+  if (why) ctx.addIssue({ code: "custom", path: ["signing_secret"], message: `for a ${p} source, ${why}`, params: { code: "invalid_signing_secret" } });
+};
+
+export const createSourceBody = z
+  .strictObject({
+    name,
+    provider: provider.default("generic"),
+    signing_secret: signingSecret.nullable().optional(),
+  })
+  .superRefine((v, ctx) => secretFitsProvider(v, ctx));
 
 export const updateSourceBody = z.strictObject({
   name: name.optional(),
@@ -33,12 +46,16 @@ export const updateSourceBody = z.strictObject({
 
 export const sourceIdParam = z.object({ source_id: z.string() });
 
-export function sourceJson(row: SourceRow, origin: string) {
+/**
+ * The ingest URL is a write capability (whoever holds it injects events): only keys that
+ * may write see it; a read-only key gets null.
+ */
+export function sourceJson(row: SourceRow, origin: string, canWrite: boolean) {
   return {
     id: row.id,
     name: row.name,
     provider: row.provider,
-    ingest_url: `${origin}/in/${row.ingestKey}`,
+    ingest_url: canWrite ? `${origin}/in/${row.ingestKey}` : null,
     verifies_signatures: row.signingSecretCiphertext !== null,
     created_at: rfc3339(row.createdAt),
     updated_at: rfc3339(row.updatedAt),
@@ -54,27 +71,45 @@ export async function ownedSource(c: { var: AppEnv["Variables"] }, id: string | 
 }
 
 const origin = (url: string) => new URL(url).origin;
+const canWrite = (c: { var: AppEnv["Variables"] }) => c.var.principal.scopes.has("webhooks:write");
+
+/** After a PATCH, the source's secret (new, or the one it has) must fit its provider (new, or the one it has). */
+async function assertSecretFits(s: Services, row: SourceRow, patch: { provider?: Provider | undefined; signing_secret?: string | null | undefined }): Promise<void> {
+  const provider = patch.provider ?? row.provider;
+  const secret =
+    patch.signing_secret !== undefined ? patch.signing_secret : row.signingSecretCiphertext === null ? null : await s.secrets.decrypt(row.signingSecretCiphertext, secretContext.source(row.id));
+  const why = secret === null ? null : invalidSigningSecret(provider, secret);
+  if (why) {
+    const kept = patch.signing_secret === undefined ? " (the source's current secret): send a new signing_secret, or null" : "";
+    throw new ApiError("validation_failed", "The request is not valid.", [
+      { field: "signing_secret", code: "invalid_signing_secret", message: `for a ${provider} source, ${why}${kept}` },
+    ]);
+  }
+}
 
 export const sourceRoutes = new Hono<AppEnv>()
   .post("/", doc({ tags, summary: "Create a source", ok: { 201: { description: "Created.", schema: one(Source) } } }, [400, 413, 415, 422]), requireScope("webhooks:write"), validate("json", createSourceBody), async (c) => {
     const row = await createSource(c.var.services, c.var.principal.accountId, c.req.valid("json"));
-    return c.json({ data: sourceJson(row, origin(c.req.url)) }, 201);
+    return c.json({ data: sourceJson(row, origin(c.req.url), canWrite(c)) }, 201);
   })
   .get("/", doc({ tags, summary: "List sources", description: "Newest first.", ok: { 200: { description: "A page of sources.", schema: list(Source) } } }, [422]), requireScope("webhooks:read"), validate("query", paginationQuery), async (c) => {
     const { limit, cursor } = c.req.valid("query");
     const rows = await listSources(c.var.services, c.var.principal.accountId, limit, cursor);
     const { items, nextCursor } = page(rows, limit);
     const o = origin(c.req.url);
-    return c.json({ data: items.map((r) => sourceJson(r, o)), next_cursor: nextCursor }, 200);
+    const write = canWrite(c);
+    return c.json({ data: items.map((r) => sourceJson(r, o, write)), next_cursor: nextCursor }, 200);
   })
   .get("/:source_id", doc({ tags, summary: "Get a source", ok: { 200: { description: "The source.", schema: one(Source) } } }, [404]), requireScope("webhooks:read"), async (c) => {
     const row = await ownedSource(c, c.req.param("source_id"));
-    return c.json({ data: sourceJson(row, origin(c.req.url)) }, 200);
+    return c.json({ data: sourceJson(row, origin(c.req.url), canWrite(c)) }, 200);
   })
   .patch("/:source_id", doc({ tags, summary: "Update a source", description: "Any subset of the create fields; `signing_secret: null` stops signature checks.", ok: { 200: { description: "The updated source.", schema: one(Source) } } }, [400, 404, 413, 415, 422]), requireScope("webhooks:write"), validate("json", updateSourceBody), async (c) => {
     const row = await ownedSource(c, c.req.param("source_id"));
-    const updated = await updateSource(c.var.services, row, c.req.valid("json"));
-    return c.json({ data: sourceJson(updated, origin(c.req.url)) }, 200);
+    const body = c.req.valid("json");
+    await assertSecretFits(c.var.services, row, body);
+    const updated = await updateSource(c.var.services, row, body);
+    return c.json({ data: sourceJson(updated, origin(c.req.url), canWrite(c)) }, 200);
   })
   .delete("/:source_id", doc({ tags, summary: "Delete a source", description: "Cascades to its destinations, events and delivery attempts.", ok: { 204: { description: "Deleted." } } }, [404]), requireScope("webhooks:write"), async (c) => {
     const row = await ownedSource(c, c.req.param("source_id"));

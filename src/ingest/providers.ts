@@ -4,7 +4,8 @@
  * where the provider signs a timestamp, refuses signatures older or newer than 300 s.
  */
 import type { Provider } from "../db/schema";
-import { base64ToBytes, bytesToBase64, hexToBytes, timingSafeEqual } from "../security/encoding";
+import { base64ToBytes, bytesToBase64, hexToBytes, sha256Hex, timingSafeEqual } from "../security/encoding";
+import { secretKeyBytes } from "../security/signing";
 
 export const SIGNATURE_TOLERANCE_SECONDS = 300;
 export const MAX_TYPE_LENGTH = 255;
@@ -89,12 +90,9 @@ async function verifyStandard(secret: string, req: IncomingRequest): Promise<Ver
   if (!id || !ts || !header) return { ok: false, reason: "missing webhook-id, webhook-timestamp or webhook-signature header" };
   if (!/^\d+$/.test(ts)) return { ok: false, reason: "malformed webhook-timestamp header" };
   if (!withinTolerance(Number(ts), req.nowSeconds)) return { ok: false, reason: "webhook-timestamp outside the tolerance" };
-  let key: Uint8Array;
-  try {
-    key = base64ToBytes(secret.startsWith("whsec_") ? secret.slice(6) : secret);
-  } catch {
-    key = enc.encode(secret);
-  }
+  // Sources accept only valid Standard Webhooks secrets (invalidSecret), so this decodes.
+  const key = secretKeyBytes(secret);
+  if (!key) return { ok: false, reason: "the source's signing secret is not a Standard Webhooks secret" };
   const expected = bytesToBase64(await hmac(key, `${id}.${ts}.${req.body}`));
   const ok = header
     .split(" ")
@@ -104,27 +102,50 @@ async function verifyStandard(secret: string, req: IncomingRequest): Promise<Ver
 }
 
 interface Adapter {
+  /** Why a signing secret cannot be this provider's, or null. */
+  invalidSecret(secret: string): string | null;
   verify(secret: string, req: IncomingRequest): Promise<Verification>;
   eventType(req: IncomingRequest): string | undefined;
-  /** The provider's id for this delivery; a second request with the same one is a duplicate. */
-  deliveryId(req: IncomingRequest): string | undefined;
+  /**
+   * The provider's id for this delivery; a second request with the same one is a
+   * duplicate. `signed`: the request's signature was verified, so prefer what it covers.
+   */
+  deliveryId(req: IncomingRequest, signed: boolean): string | undefined | Promise<string | undefined>;
 }
+
+/**
+ * Secrets, per scheme. A Standard Webhooks secret is `whsec_` + base64 of 24 to 64 bytes
+ * (the same rule as destinations'); Stripe's endpoint secrets are `whsec_` + at least
+ * 24 URL-safe characters; GitHub's and Shopify's are shared strings, of at least 16
+ * characters here (an empty or one-byte HMAC key verifies nothing worth the name).
+ */
+const MIN_SHARED_SECRET = 16;
+const standardSecret = (secret: string) => (secretKeyBytes(secret) ? null : "must be whsec_ followed by the base64 of 24 to 64 bytes (a Standard Webhooks secret)");
+const sharedSecret = (secret: string) =>
+  secret.length < MIN_SHARED_SECRET ? `must be at least ${MIN_SHARED_SECRET} characters` : /[\s\u0000-\u001f]/.test(secret) ? "must not contain whitespace or control characters" : null;
 
 const generic: Adapter = {
   // A generic source with a secret expects Standard Webhooks signatures: the one open scheme.
+  invalidSecret: standardSecret,
   verify: verifyStandard,
   eventType: (r) => field(r.json, "type") ?? field(r.json, "event") ?? r.headers.get("x-event-type") ?? undefined,
-  deliveryId: (r) => r.headers.get("idempotency-key") ?? undefined,
+  // With a secret, the signed webhook-id identifies the delivery; without one, Idempotency-Key.
+  deliveryId: (r, signed) => (signed ? r.headers.get("webhook-id") : r.headers.get("idempotency-key")) ?? undefined,
 };
+
+/** GitHub and Shopify sign the body only: with a secret, the delivery is identified by what is signed. */
+const signedBody = async (r: IncomingRequest) => `sha256:${await sha256Hex(r.body)}`;
 
 export const adapters: Record<Provider, Adapter> = {
   generic,
   stripe: {
+    invalidSecret: (secret) => (/^whsec_[A-Za-z0-9+/=_-]{24,}$/.test(secret) ? null : "must be Stripe's endpoint secret: whsec_ followed by at least 24 letters, digits or base64 characters"),
     verify: verifyStripe,
     eventType: (r) => field(r.json, "type"),
     deliveryId: (r) => field(r.json, "id"),
   },
   github: {
+    invalidSecret: sharedSecret,
     verify: verifyGithub,
     eventType: (r) => {
       const event = r.headers.get("x-github-event");
@@ -132,14 +153,16 @@ export const adapters: Record<Provider, Adapter> = {
       const action = field(r.json, "action");
       return action ? `${event}.${action}` : event;
     },
-    deliveryId: (r) => r.headers.get("x-github-delivery") ?? undefined,
+    deliveryId: (r, signed) => (signed ? signedBody(r) : (r.headers.get("x-github-delivery") ?? undefined)),
   },
   shopify: {
+    invalidSecret: sharedSecret,
     verify: verifyShopify,
     eventType: (r) => r.headers.get("x-shopify-topic") ?? undefined,
-    deliveryId: (r) => r.headers.get("x-shopify-webhook-id") ?? undefined,
+    deliveryId: (r, signed) => (signed ? signedBody(r) : (r.headers.get("x-shopify-webhook-id") ?? undefined)),
   },
   "standard-webhooks": {
+    invalidSecret: standardSecret,
     verify: verifyStandard,
     eventType: (r) => field(r.json, "type"),
     deliveryId: (r) => r.headers.get("webhook-id") ?? undefined,
@@ -159,7 +182,12 @@ export function cutAtCodePoint(text: string, max: number): string {
   return text.slice(0, high >= 0xd800 && high <= 0xdbff ? max - 1 : max);
 }
 
-export function deliveryIdOf(provider: Provider, req: IncomingRequest): string | undefined {
-  const id = adapters[provider].deliveryId(req);
+export async function deliveryIdOf(provider: Provider, req: IncomingRequest, signed: boolean): Promise<string | undefined> {
+  const id = await adapters[provider].deliveryId(req, signed);
   return id && id.length <= 500 ? id : undefined;
+}
+
+/** Why a signing secret cannot be the provider's, or null. */
+export function invalidSigningSecret(provider: Provider, secret: string): string | null {
+  return adapters[provider].invalidSecret(secret);
 }

@@ -117,7 +117,7 @@ export const ingestRoutes = new Hono<AppEnv>().post("/:ingest_key", ingestDoc, a
     }
   }
 
-  const dedupeKey = deliveryIdOf(source.provider, incoming) ?? null;
+  const dedupeKey = (await deliveryIdOf(source.provider, incoming, source.secretCiphertext !== null)) ?? null;
   const event = {
     type: eventTypeOf(source.provider, incoming),
     dedupeKey,

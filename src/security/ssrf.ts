@@ -22,7 +22,8 @@ export interface UrlPolicy {
   resolver: Resolver;
 }
 
-export type UrlVerdict = { ok: true; url: URL } | { ok: false; reason: string };
+/** `unresolved`: the lookup itself failed (the resolver, not the destination): ours to retry. */
+export type UrlVerdict = { ok: true; url: URL } | { ok: false; reason: string; unresolved?: true };
 
 export const MAX_URL_LENGTH = 2048;
 
@@ -136,7 +137,7 @@ export async function checkDestinationUrl(raw: string, policy: UrlPolicy): Promi
   try {
     addresses = await policy.resolver(host);
   } catch {
-    return { ok: false, reason: `host ${host} could not be resolved` };
+    return { ok: false, reason: `host ${host} could not be resolved`, unresolved: true };
   }
   if (addresses.length === 0) return { ok: false, reason: `host ${host} does not resolve to any address` };
   for (const a of addresses) {

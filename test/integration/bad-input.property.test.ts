@@ -17,7 +17,7 @@ let fixture: Fixture;
 
 beforeAll(async () => {
   const account = await createAccount();
-  const source = await createSource(account, { name: "fuzz", provider: "stripe", signing_secret: "whsec_fuzz" });
+  const source = await createSource(account, { name: "fuzz", provider: "stripe", signing_secret: "whsec_fuzz_0123456789abcdefghij" });
   const box = await mailbox();
   const dest = await createDestination(account, source.id, { url: box.url, event_filter: ["invoice.*"] });
   fixture = { account, sourceId: source.id, destinationId: dest.id, eventId: await insertEvent(source.id) };

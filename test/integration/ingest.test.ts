@@ -25,6 +25,7 @@ import {
 } from "../helpers/api";
 import { storedEvents } from "../helpers/delivery";
 import { SOURCE_CACHE_TTL_MS } from "../../src/ingest/sources";
+import { sha256Hex } from "../../src/security/encoding";
 
 const MiB = 1024 * 1024;
 const stripe = new Stripe("sk_test_x");
@@ -266,7 +267,7 @@ describe.each(cases)("ingest from $provider", (p) => {
 describe("provider specifics", () => {
   it("GitHub: an event without an action is typed by X-GitHub-Event alone", async () => {
     const a = await createAccount();
-    const secret = "gh-secret";
+    const secret = "gh-secret-of-16-chars";
     const src = await signedSource(a, "github", secret);
     const payload = JSON.stringify({ ref: "refs/heads/main", before: "0".repeat(40), commits: [] });
     const res = await post(src, payload, {
@@ -281,7 +282,7 @@ describe("provider specifics", () => {
 
   it("GitHub: the legacy SHA-1 header alone is not accepted", async () => {
     const a = await createAccount();
-    const src = await signedSource(a, "github", "gh-secret");
+    const src = await signedSource(a, "github", "gh-secret-of-16-chars");
     const payload = JSON.stringify({ zen: "Keep it logically awesome." });
     const res = await post(src, payload, { "x-github-event": "ping", "x-hub-signature": "sha1=" + "0".repeat(40) });
     await expectError(res, 401, "unauthorized");
@@ -290,7 +291,7 @@ describe("provider specifics", () => {
 
   it("Stripe: a malformed Stripe-Signature header is a 401, not a 500", async () => {
     const a = await createAccount();
-    const src = await signedSource(a, "stripe", "whsec_x");
+    const src = await signedSource(a, "stripe", rand("whsec"));
     const payload = JSON.stringify({ id: "evt_1", type: "charge.succeeded" });
     for (const sig of ["garbage", "t=abc,v1=zz", `t=${nowSec()}`, `v1=${"a".repeat(64)}`, `t=${"9".repeat(400)},v1=${"a".repeat(64)}`]) {
       await expectError(await post(src, payload, { "stripe-signature": sig }), 401, "unauthorized");
@@ -324,7 +325,7 @@ describe("provider specifics", () => {
 
   it("Shopify: a signature that is not base64 is a 401, not a 500", async () => {
     const a = await createAccount();
-    const src = await signedSource(a, "shopify", "shpss_x");
+    const src = await signedSource(a, "shopify", "shpss_0123456789abcdef");
     const payload = JSON.stringify({ id: 1 });
     await expectError(await post(src, payload, { "x-shopify-topic": "orders/create", "x-shopify-hmac-sha256": "@@not base64@@" }), 401, "unauthorized");
     expect(await rowsFor(src.id)).toEqual([]);
@@ -429,6 +430,8 @@ describe("generic sources", () => {
 interface DedupeCase {
   provider: Provider;
   secret?: string;
+  /** Its scheme signs only the body, so a signed source dedupes on the body's hash (the delivery id header is not signed). */
+  signedBody?: boolean;
   /** Headers and body of delivery `deliveryId`, signed with `secret` when there is one. */
   request(deliveryId: string, secret: string | undefined): Promise<{ raw: string; headers: Record<string, string> }>;
 }
@@ -436,7 +439,7 @@ interface DedupeCase {
 const dedupeCases: DedupeCase[] = [
   {
     provider: "stripe",
-    secret: "whsec_dedupe",
+    secret: rand("whsec"),
     async request(id, secret) {
       const raw = JSON.stringify({ id, type: "invoice.paid" });
       return { raw, headers: { "stripe-signature": await stripe.webhooks.generateTestHeaderStringAsync({ payload: raw, secret: secret! }) } };
@@ -444,17 +447,20 @@ const dedupeCases: DedupeCase[] = [
   },
   {
     provider: "github",
-    secret: "gh-dedupe",
+    secret: "gh-dedupe-secret-123",
+    signedBody: true,
     async request(id, secret) {
-      const raw = JSON.stringify({ action: "created", comment: { id: 1 } });
+      // GitHub's bodies differ from delivery to delivery (a redelivery resends the same one).
+      const raw = JSON.stringify({ action: "created", comment: { id: 1, node_id: id } });
       return { raw, headers: { "x-github-event": "issue_comment", "x-github-delivery": id, "x-hub-signature-256": await githubSign(secret!, raw) } };
     },
   },
   {
     provider: "shopify",
-    secret: "shpss_dedupe",
+    secret: "shpss_dedupe_secret_123",
+    signedBody: true,
     async request(id, secret) {
-      const raw = JSON.stringify({ id: 1, total_price: "1.00" });
+      const raw = JSON.stringify({ id: 1, total_price: "1.00", admin_graphql_api_id: id });
       return { raw, headers: { "x-shopify-topic": "orders/paid", "x-shopify-webhook-id": id, "x-shopify-hmac-sha256": await shopifyHmac(secret!, raw) } };
     },
   },
@@ -495,7 +501,7 @@ describe.each(dedupeCases)("duplicates from $provider", (d) => {
 
     const rows = await rowsFor(src.id);
     expect(rows.map((r) => r.id)).toEqual([eventId]);
-    expect(rows[0]!.dedupe_key).toBe(deliveryId);
+    expect(rows[0]!.dedupe_key).toBe(d.signedBody ? `sha256:${await sha256Hex(first.raw)}` : deliveryId);
 
     // A different delivery id is a new event.
     const other = await d.request(rand("dlv"), d.secret);
@@ -511,10 +517,80 @@ describe.each(dedupeCases)("duplicates from $provider", (d) => {
   });
 });
 
+describe("what a signed source dedupes on (security review)", () => {
+  it("a generic source with a Standard Webhooks secret dedupes on the signed webhook-id, not the unsigned Idempotency-Key", async () => {
+    const a = await createAccount();
+    const secret = whsec();
+    const src = await signedSource(a, "generic", secret);
+    const raw = JSON.stringify({ type: "order.paid" });
+    const id = rand("msg");
+    const ts = nowSec();
+    const signed = { "webhook-id": id, "webhook-timestamp": String(ts), "webhook-signature": new Webhook(secret).sign(id, new Date(ts * 1000), raw) };
+    const first = await expectAccepted(await post(src, raw, { ...signed, "idempotency-key": "one" }));
+    // The same signed request, replayed with another Idempotency-Key: still the same event.
+    const again = await post(src, raw, { ...signed, "idempotency-key": "two" });
+    expect(again.status).toBe(200);
+    expect((await json(again)).data.event_id).toBe(first);
+    expect((await rowsFor(src.id)).map((r) => r.dedupe_key)).toEqual([id]);
+  });
+
+  it("a captured GitHub delivery replayed with a fresh X-GitHub-Delivery is a duplicate: GitHub signs the body only", async () => {
+    const a = await createAccount();
+    const secret = "gh-secret-of-16-chars";
+    const src = await signedSource(a, "github", secret);
+    const raw = JSON.stringify({ action: "opened", issue: { id: 7 } });
+    const headers = { "x-github-event": "issues", "x-hub-signature-256": await githubSign(secret, raw) };
+    const first = await expectAccepted(await post(src, raw, { ...headers, "x-github-delivery": crypto.randomUUID() }));
+    const replay = await post(src, raw, { ...headers, "x-github-delivery": crypto.randomUUID() });
+    expect(replay.status).toBe(200);
+    expect((await json(replay)).data.event_id).toBe(first);
+  });
+});
+
+describe("signing secrets that fit their provider (security review)", () => {
+  it.each([
+    ["stripe", "whsec_", "whsec_abcdefghijklmnopqrstuvwx"],
+    ["stripe", "sk_test_abcdefghijklmnopqrstuvwxyz", "whsec_0123456789abcdefghijklmn"],
+    ["github", "s", "sixteen-chars-ok"],
+    ["github", "fifteen-chars!!", "sixteen-chars-ok"],
+    ["shopify", "short", "shpss_0123456789ab"],
+    ["standard-webhooks", "whsec_", whsec()],
+    ["standard-webhooks", `whsec_${btoa("x".repeat(23))}`, `whsec_${btoa("x".repeat(24))}`],
+    ["generic", "whsec_", whsec()],
+    ["generic", "not-a-whsec-secret-at-all", whsec()],
+  ] as const)("%s: refuses %j with a 422 naming signing_secret, accepts %j", async (provider, bad, good) => {
+    const a = await createAccount();
+    const refused = await call("POST", "/api/v1/webhooks/sources", { key: a.key, body: { name: "x", provider, signing_secret: bad } });
+    expect(refused.status).toBe(422);
+    const body = await json(refused);
+    expect(body.error.details.map((d: { field: string }) => d.field)).toEqual(["signing_secret"]);
+    expect(body.error.details[0].code).toBe("invalid_signing_secret");
+    expect(JSON.stringify(body)).not.toContain(bad.length > 6 ? bad : "\u0000");
+    const ok = await call("POST", "/api/v1/webhooks/sources", { key: a.key, body: { name: "x", provider, signing_secret: good } });
+    expect(ok.status).toBe(201);
+  });
+
+  it("PATCH: a new secret must fit the provider, and so must the current one when only the provider changes", async () => {
+    const a = await createAccount();
+    const src = await createSource(a, { name: "x", provider: "github", signing_secret: "sixteen-chars-ok" });
+    const path = `/api/v1/webhooks/sources/${src.id}`;
+    expect((await call("PATCH", path, { key: a.key, body: { signing_secret: "whsec_" } })).status).toBe(422);
+    // github → standard-webhooks with the GitHub secret kept: it cannot verify that scheme.
+    const switched = await call("PATCH", path, { key: a.key, body: { provider: "standard-webhooks" } });
+    expect(switched.status).toBe(422);
+    expect((await json(switched)).error.details[0].field).toBe("signing_secret");
+    // With a secret of the new scheme, or none: fine.
+    expect((await call("PATCH", path, { key: a.key, body: { provider: "standard-webhooks", signing_secret: whsec() } })).status).toBe(200);
+    expect((await call("PATCH", path, { key: a.key, body: { provider: "stripe", signing_secret: null } })).status).toBe(200);
+    // Nothing was left half-changed by the refusals: the last PATCH holds.
+    expect((await json(await call("GET", path, { key: a.key }))).data).toMatchObject({ provider: "stripe", verifies_signatures: false });
+  });
+});
+
 describe("duplicates and signatures", () => {
   it("a known delivery id with a bad signature is still a 401 (the event id is not disclosed)", async () => {
     const a = await createAccount();
-    const secret = "gh-secret";
+    const secret = "gh-secret-of-16-chars";
     const src = await signedSource(a, "github", secret);
     const raw = JSON.stringify({ action: "opened" });
     const deliveryId = crypto.randomUUID();

@@ -116,7 +116,7 @@ describe("secrets", () => {
   it("without ENCRYPTION_KEY: a clear 500 and nothing stored in plain text", async () => {
     const account = await createAccount();
     const noKey = envWith({ ENCRYPTION_KEY: undefined });
-    const signingSecret = "whsec_" + crypto.randomUUID();
+    const signingSecret = randomSecret();
     const res = await call("POST", "/api/v1/webhooks/sources", {
       key: account.key,
       body: { name: "no key", signing_secret: signingSecret },
@@ -134,7 +134,7 @@ describe("secrets", () => {
     const account = await createAccount();
     const res = await call("POST", "/api/v1/webhooks/sources", {
       key: account.key,
-      body: { name: "bad key", signing_secret: "whsec_x" },
+      body: { name: "bad key", signing_secret: randomSecret() },
       env: envWith({ ENCRYPTION_KEY: "dG9vIHNob3J0" }),
     });
     expect(res.status).toBe(500);

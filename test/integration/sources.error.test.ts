@@ -106,7 +106,7 @@ describe("Update: validation (422, nothing changed)", () => {
   for (const [what, body, field] of cases) {
     it(`PATCH with ${what} → 422 on ${field}`, async () => {
       const a = await createAccount();
-      const s = await createSource(a, { name: "unchanged", provider: "github", signing_secret: "gh" });
+      const s = await createSource(a, { name: "unchanged", provider: "github", signing_secret: "gh-secret-of-16-chars" });
       const before = await row(s.id);
       await expect422(await call("PATCH", `${SOURCES}/${s.id}`, { key: a.key, body }), field);
       expect(await row(s.id)).toStrictEqual(before);

@@ -113,7 +113,7 @@ describe("Create", () => {
 
   it("verifies_signatures is true exactly when a signing_secret is set", async () => {
     const a = await createAccount();
-    const signed = await json(await post(a, { name: "signed", provider: "stripe", signing_secret: "whsec_stripe_test_123" }));
+    const signed = await json(await post(a, { name: "signed", provider: "stripe", signing_secret: "whsec_stripe_test_0123456789abcdef" }));
     expect(signed.data.verifies_signatures).toBe(true);
     expect((await row(signed.data.id))!.signing_secret_ct).not.toBeNull();
     const unsigned = await json(await post(a, { name: "unsigned", provider: "stripe" }));
@@ -168,7 +168,7 @@ describe("Create", () => {
 describe("Read", () => {
   it("GET one returns exactly what the create returned", async () => {
     const a = await createAccount();
-    const created = await json(await post(a, { name: "one", provider: "github", signing_secret: "gh-secret" }));
+    const created = await json(await post(a, { name: "one", provider: "github", signing_secret: "gh-secret-of-16-chars" }));
     const res = await get(a, created.data.id);
     expect(res.status).toBe(200);
     const body = await json(res);
@@ -247,11 +247,11 @@ describe("Update", () => {
   it("PATCH signing_secret: set, replace, then null removes it", async () => {
     const a = await createAccount();
     const s = await createSource(a, { name: "sig", provider: "github" });
-    const set = await json(await patch(a, s.id, { signing_secret: "first" }));
+    const set = await json(await patch(a, s.id, { signing_secret: "first-secret-0123" }));
     expect(set.data.verifies_signatures).toBe(true);
     const ct1 = (await row(s.id))!.signing_secret_ct;
     expect(ct1).toMatch(/^v1\./);
-    const replaced = await json(await patch(a, s.id, { signing_secret: "second" }));
+    const replaced = await json(await patch(a, s.id, { signing_secret: "second-secret-0123" }));
     expect(replaced.data.verifies_signatures).toBe(true);
     expect((await row(s.id))!.signing_secret_ct).not.toBe(ct1);
     const removed = await json(await patch(a, s.id, { signing_secret: null }));
@@ -262,7 +262,7 @@ describe("Update", () => {
 
   it("PATCH of one field leaves the others, the ingest URL and the secret alone", async () => {
     const a = await createAccount();
-    const created = await json(await post(a, { name: "keep", provider: "stripe", signing_secret: "whsec_keep" }));
+    const created = await json(await post(a, { name: "keep", provider: "stripe", signing_secret: "whsec_keep_0123456789abcdefghij" }));
     const before = await row(created.data.id);
     const { data } = await json(await patch(a, created.data.id, { name: "kept" }));
     const after = await row(created.data.id);

@@ -22,7 +22,7 @@ async function countOf(accountId: string) {
 
 async function world() {
   const owner = await createAccount();
-  const source = await createSource(owner, { name: "mine", provider: "stripe", signing_secret: "whsec_owner_secret" });
+  const source = await createSource(owner, { name: "mine", provider: "stripe", signing_secret: "whsec_owner_secret_0123456789ab" });
   // A destination under it, to show a refused DELETE cascades nothing.
   const dest = await call("POST", `${SOURCES}/${source.id}/destinations`, { key: owner.key, body: { url: "https://example.com/h" } });
   expect(dest.status).toBe(201);
