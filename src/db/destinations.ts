@@ -10,6 +10,7 @@ import { newId } from "./ids";
 import { partitionDays } from "./partitions";
 import { deleteWithRemoval } from "./removals";
 import { destinations } from "./schema";
+import { TtlCache } from "../ttl-cache";
 
 export type DestinationRow = typeof destinations.$inferSelect;
 
@@ -163,7 +164,7 @@ export type DeliveryDestination = Pick<
  */
 export const DELIVERY_CACHE_TTL_MS = 5_000;
 const DELIVERY_CACHE_ENTRIES = 10_000;
-const deliveryCache = new Map<string, { row: DeliveryDestination | null; expires: number }>();
+const deliveryCache = new TtlCache<string, DeliveryDestination | null>(DELIVERY_CACHE_ENTRIES);
 
 /** Forgets a destination in this isolate's deliver cache (it changed here). */
 export function forgetDeliveryDestination(id: string): void {
@@ -176,18 +177,14 @@ export async function destinationsForDelivery(s: Services, ids: string[]): Promi
   const out = new Map<string, DeliveryDestination>();
   const missing: string[] = [];
   for (const id of new Set(ids)) {
-    const hit = deliveryCache.get(id);
-    if (hit && hit.expires > now) {
-      if (hit.row) out.set(id, hit.row);
+    const hit = deliveryCache.get(id, now);
+    if (hit) {
+      if (hit.value) out.set(id, hit.value);
     } else missing.push(id);
   }
   if (missing.length === 0) return out;
   for (const [id, row] of await readDeliveryDestinations(s, missing)) out.set(id, row);
-  for (const id of missing) {
-    deliveryCache.delete(id);
-    deliveryCache.set(id, { row: out.get(id) ?? null, expires: now + DELIVERY_CACHE_TTL_MS });
-  }
-  while (deliveryCache.size > DELIVERY_CACHE_ENTRIES) deliveryCache.delete(deliveryCache.keys().next().value!);
+  for (const id of missing) deliveryCache.set(id, out.get(id) ?? null, now + DELIVERY_CACHE_TTL_MS);
   return out;
 }
 

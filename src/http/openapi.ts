@@ -171,17 +171,15 @@ function finish<D extends { paths?: Record<string, Record<string, Operation | un
   return doc;
 }
 
-const documents = new Map<string, Promise<unknown>>();
+/** Built documents by origin, settled only (a pending build is never shared between requests). */
+const documents = new Map<string, unknown>();
 
-/** The document for an origin, built once per isolate. */
-export function cachedOpenApiDocument(app: Hono<AppEnv>, origin: string) {
-  let d = documents.get(origin);
-  if (!d) {
-    d = openApiDocument(app, origin);
-    d.catch(() => documents.delete(origin));
-    if (documents.size > 20) documents.clear();
-    documents.set(origin, d);
-  }
+/** The document for an origin, built once per isolate (twice at worst, by requests that arrive together). */
+export async function cachedOpenApiDocument(app: Hono<AppEnv>, origin: string) {
+  if (documents.has(origin)) return documents.get(origin);
+  const d = await openApiDocument(app, origin);
+  if (documents.size >= 20) documents.clear();
+  documents.set(origin, d);
   return d;
 }
 

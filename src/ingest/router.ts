@@ -8,26 +8,27 @@
 import { dayShards } from "../db/partitions";
 import type { Services } from "../services";
 import { initialShards } from "../store/shards";
+import { TtlCache } from "../ttl-cache";
 
 export const ROUTE_CACHE_TTL_MS = 5_000;
 const ROUTE_CACHE_ENTRIES = 10_000;
 
-const cache = new Map<string, { shards: Promise<number>; expires: number }>();
+const cache = new TtlCache<string, number>(ROUTE_CACHE_ENTRIES);
 
-export function shardsFor(s: Services, sourceId: string, day: number): Promise<number> {
+export async function shardsFor(s: Services, sourceId: string, day: number): Promise<number> {
   const key = `${sourceId}/${day}`;
-  const now = s.now();
-  const hit = cache.get(key);
-  if (hit && hit.expires > now) return hit.shards;
-  const shards = dayShards(s, sourceId, day).then((d) => d.today ?? initialShards(d.previous, s.config.eventShards));
-  shards.catch(() => cache.delete(key));
-  cache.delete(key);
-  cache.set(key, { shards, expires: now + ROUTE_CACHE_TTL_MS });
-  if (cache.size > ROUTE_CACHE_ENTRIES) cache.delete(cache.keys().next().value!);
-  return shards;
+  const hit = cache.get(key, s.now());
+  if (hit) return hit.value;
+  const d = await dayShards(s, sourceId, day);
+  const shards = d.today ?? initialShards(d.previous, s.config.eventShards);
+  // Another request may have learnt a larger count meanwhile: keep the larger.
+  const known = cache.get(key, s.now());
+  const best = Math.max(shards, known?.value ?? 0);
+  cache.set(key, best, s.now() + ROUTE_CACHE_TTL_MS);
+  return best;
 }
 
 /** A partition said the day has more shards than we thought. */
 export function learnShards(s: Services, sourceId: string, day: number, shards: number): void {
-  cache.set(`${sourceId}/${day}`, { shards: Promise.resolve(shards), expires: s.now() + ROUTE_CACHE_TTL_MS });
+  cache.set(`${sourceId}/${day}`, shards, s.now() + ROUTE_CACHE_TTL_MS);
 }

@@ -8,6 +8,7 @@
 import { eq } from "drizzle-orm";
 import { sources, type Provider } from "../db/schema";
 import type { Services } from "../services";
+import { TtlCache } from "../ttl-cache";
 
 export const SOURCE_CACHE_TTL_MS = 5_000;
 /** Entries kept per isolate; the oldest go first. */
@@ -19,24 +20,19 @@ export interface IngestSource {
   secretCiphertext: string | null;
 }
 
-const cache = new Map<string, { value: Promise<IngestSource | null>; expires: number }>();
+const cache = new TtlCache<string, IngestSource | null>(SOURCE_CACHE_ENTRIES);
 
-export function sourceForIngest(s: Services, ingestKey: string): Promise<IngestSource | null> {
-  const now = s.now();
-  const hit = cache.get(ingestKey);
-  if (hit && hit.expires > now) return hit.value;
-  const value = s.db
+export async function sourceForIngest(s: Services, ingestKey: string): Promise<IngestSource | null> {
+  const hit = cache.get(ingestKey, s.now());
+  if (hit) return hit.value;
+  const row = await s.db
     .select({ id: sources.id, provider: sources.provider, secretCiphertext: sources.signingSecretCiphertext })
     .from(sources)
     .where(eq(sources.ingestKey, ingestKey))
-    .get()
-    .then((row) => row ?? null);
-  cache.delete(ingestKey);
-  cache.set(ingestKey, { value, expires: now + SOURCE_CACHE_TTL_MS });
-  // A failed read is not remembered.
-  value.catch(() => cache.delete(ingestKey));
-  if (cache.size > SOURCE_CACHE_ENTRIES) cache.delete(cache.keys().next().value!);
-  return value;
+    .get();
+  // A failed read throws and is not remembered.
+  cache.set(ingestKey, row ?? null, s.now() + SOURCE_CACHE_TTL_MS);
+  return row ?? null;
 }
 
 /** Forgets a source in this isolate (after it changed here, or ingest found it gone). */

@@ -22,7 +22,8 @@ export interface SecretBox {
   decrypt(ciphertext: string, context: string): Promise<string>;
 }
 
-const cache = new Map<string, Promise<KeyEntry[]>>();
+/** Imported keys, settled only (a pending import is never shared between requests). */
+const cache = new Map<string, KeyEntry[]>();
 
 async function importKey(b64: string): Promise<KeyEntry> {
   let raw: Uint8Array;
@@ -39,7 +40,7 @@ async function importKey(b64: string): Promise<KeyEntry> {
   return { id: bytesToHex(digest.subarray(0, 8)), key };
 }
 
-function loadKeys(current: string | undefined, previous: string | undefined): Promise<KeyEntry[]> {
+async function loadKeys(current: string | undefined, previous: string | undefined): Promise<KeyEntry[]> {
   if (!current || current.trim() === "") {
     throw new ApiError(
       "encryption_unavailable",
@@ -47,13 +48,11 @@ function loadKeys(current: string | undefined, previous: string | undefined): Pr
     );
   }
   const cacheKey = `${current}|${previous ?? ""}`;
-  let keys = cache.get(cacheKey);
-  if (!keys) {
-    const all = [current, ...(previous ?? "").split(",")].filter((k) => k.trim() !== "");
-    keys = Promise.all(all.map(importKey));
-    keys.catch(() => cache.delete(cacheKey));
-    cache.set(cacheKey, keys);
-  }
+  const hit = cache.get(cacheKey);
+  if (hit) return hit;
+  const all = [current, ...(previous ?? "").split(",")].filter((k) => k.trim() !== "");
+  const keys = await Promise.all(all.map(importKey));
+  cache.set(cacheKey, keys);
   return keys;
 }
 

@@ -25,18 +25,18 @@ export function generateSecret(): string {
   return SECRET_PREFIX + bytesToBase64(randomBytes(32));
 }
 
-const keyCache = new Map<string, Promise<CryptoKey>>();
+/** Imported HMAC keys, settled only (a pending import is never shared between requests). */
+const keyCache = new Map<string, CryptoKey>();
 
-function hmacKey(secret: string): Promise<CryptoKey> {
-  let key = keyCache.get(secret);
-  if (!key) {
-    const bytes = secretKeyBytes(secret);
-    if (!bytes) throw new TypeError("not a whsec_ secret");
-    key = crypto.subtle.importKey("raw", bytes, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-    // Bounded: a Worker isolate signs for a limited set of destinations at a time.
-    if (keyCache.size > 1000) keyCache.clear();
-    keyCache.set(secret, key);
-  }
+async function hmacKey(secret: string): Promise<CryptoKey> {
+  const hit = keyCache.get(secret);
+  if (hit) return hit;
+  const bytes = secretKeyBytes(secret);
+  if (!bytes) throw new TypeError("not a whsec_ secret");
+  const key = await crypto.subtle.importKey("raw", bytes, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  // Bounded: a Worker isolate signs for a limited set of destinations at a time.
+  if (keyCache.size >= 1000) keyCache.clear();
+  keyCache.set(secret, key);
   return key;
 }
 

@@ -3,7 +3,7 @@
  * webhooks-methods, the Standard Webhooks library, and Shopify's documented HMAC computed
  * here with Web Crypto (Shopify publishes no signing library). Every check reads the partitions directly.
  */
-import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
+import { SELF, createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { sign as githubSign } from "@octokit/webhooks-methods";
 import { Webhook } from "standardwebhooks";
@@ -752,6 +752,19 @@ describe("limits and errors", () => {
     // ...and never after it.
     await new Promise((r) => setTimeout(r, Math.max(0, gone + SOURCE_CACHE_TTL_MS + 50 - Date.now())));
     await expectError(await post(src, "{}"), 404, "not_found");
+  });
+
+  it("requests that arrive together on cold caches are each their own request: all 202, all stored", async () => {
+    // SELF.fetch makes each call a request of its own, as the network does; the source
+    // and route caches must not hand one request's pending I/O to another.
+    const a = await createAccount();
+    const src = await createSource(a, { name: "cold" });
+    const bodies = Array.from({ length: 32 }, (_, i) => JSON.stringify({ i }));
+    const res = await Promise.all(bodies.map((raw) => SELF.fetch(src.ingest_url, { method: "POST", body: raw, headers: { "content-type": "application/json" } })));
+    expect(res.map((r) => r.status)).toEqual(bodies.map(() => 202));
+    const ids = await Promise.all(res.map(async (r) => ((await r.json()) as { data: { event_id: string } }).data.event_id));
+    const rows = await rowsFor(src.id);
+    expect(new Set(rows.map((r) => r.id))).toEqual(new Set(ids));
   });
 
   it("a new signing secret applies at once on the isolate that set it", async () => {
