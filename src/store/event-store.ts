@@ -89,6 +89,10 @@ export class EventStore extends DurableObject<Env> {
   private targets: { epoch: number; at: number; list: TargetDestination[] } | null = null;
   private targetsEpoch = 0;
   private inserts = 0;
+  /** The alarm's time when known to be a drain retry no later than that: a mirror, so a busy partition does not set its alarm on every write. */
+  private alarmBy: number | null = null;
+  /** Set while an alarm runs: the alarm it was is gone, whatever getAlarm says. */
+  private alarmSpent = false;
   private growth: { at: number; size: number } | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -196,7 +200,7 @@ export class EventStore extends DurableObject<Env> {
       // A concurrent request with the same key won the insert while we looked elsewhere.
       return { kind: "duplicate", eventId: this.eventIdByKey(key!)! };
     }
-    this.scheduleDrain();
+    await this.workWritten();
     if (++this.inserts % SPLIT_CHECK_EVERY === 0) this.ctx.waitUntil(this.considerSplit());
     return { kind: "stored", eventId: id };
   }
@@ -279,6 +283,24 @@ export class EventStore extends DurableObject<Env> {
     const list = await targetsOf(this.s, this.ref.sourceId);
     this.targets = { epoch, at: now, list };
     return list;
+  }
+
+  /**
+   * Work was just written (an event to fan out, a message in the outbox): its drain starts
+   * now, off the caller's path, and the alarm is set to retry it within DRAIN_RETRY_MS,
+   * before the caller hears back, so an object that stops first (evicted, restarted,
+   * failing) still drains it.
+   */
+  private async workWritten(): Promise<void> {
+    const at = this.now() + DRAIN_RETRY_MS;
+    if (this.alarmBy === null || this.alarmBy > at) {
+      const current = await this.ctx.storage.getAlarm();
+      if (current === null || current > at) {
+        await this.ctx.storage.setAlarm(at);
+        this.alarmBy = at;
+      } else this.alarmBy = current;
+    }
+    this.scheduleDrain();
   }
 
   /** Fan-out and outbox, now and off the caller's path; a single one runs at a time. */
@@ -470,7 +492,7 @@ export class EventStore extends DurableObject<Env> {
         return true;
       });
     });
-    if (queued) this.scheduleDrain();
+    if (queued) await this.workWritten();
     return settled;
   }
 
@@ -587,6 +609,7 @@ export class EventStore extends DurableObject<Env> {
     if (!e) return null;
     const ids = named ? targets.map((t) => t.id) : targetsFor(targets, { type: e.type, payload: () => this.parsedPayload(e.id) });
     const result = this.requeue([e.id], ids);
+    if (result.queued > 0) await this.workWritten();
     return result;
   }
 
@@ -613,7 +636,6 @@ export class EventStore extends DurableObject<Env> {
       // An event still waiting for its first fan-out has its deliveries now.
       tx.update(events).set({ status: "dispatched" }).where(and(inJson(events.id, eventIds), eq(events.status, "pending"))).run();
     });
-    if (result.queued > 0) this.scheduleDrain();
     return result;
   }
 
@@ -649,6 +671,7 @@ export class EventStore extends DurableObject<Env> {
     if (!this.registration) return { queued: 0, alreadyPending: 0 };
     const { toQueue, alreadyPending } = this.replaySelection(q, Number.MAX_SAFE_INTEGER);
     const result = this.requeue(toQueue, [q.destination.id]);
+    if (result.queued > 0) await this.workWritten();
     return { queued: result.queued, alreadyPending: alreadyPending + result.alreadyPending };
   }
 
@@ -687,20 +710,35 @@ export class EventStore extends DurableObject<Env> {
     if (this.s.config.meter) meter.doAlarms++;
     const dropAt = this.ctx.storage.kv.get<number>(KV.dropAt);
     if (dropAt !== undefined && this.now() >= dropAt) return this.drop();
+    // This alarm is spent: the drain sets the next one (a retry, or the drop).
+    this.alarmBy = null;
+    this.alarmSpent = true;
     if (!this.draining) this.scheduleDrain();
     await this.draining;
   }
 
-  /** The next alarm: a drain retry while work is left, else the retention drop. */
+  /**
+   * The next alarm after a drain: a retry while work is left (backing off while drains
+   * fail), else the retention drop. A drain retry set by a write since is left to fire:
+   * it finds nothing and sets the drop, one alarm instead of a setAlarm per write.
+   */
   private async armAlarm(): Promise<void> {
     const dropAt = this.ctx.storage.kv.get<number>(KV.dropAt);
     if (dropAt === undefined) return;
     const workLeft =
       this.db.select({ n: sql<number>`1` }).from(outbox).limit(1).get() !== undefined ||
       this.db.select({ n: sql<number>`1` }).from(events).where(eq(events.status, "pending")).limit(1).get() !== undefined;
-    const retryIn = Math.min(DRAIN_RETRY_MS * 2 ** Math.max(0, this.drainFailures - 1), DRAIN_RETRY_MAX_MS);
-    const at = workLeft ? Math.min(this.now() + retryIn, dropAt) : dropAt;
-    if ((await this.ctx.storage.getAlarm()) !== at) await this.ctx.storage.setAlarm(at);
+    const current = this.alarmSpent ? null : await this.ctx.storage.getAlarm();
+    this.alarmSpent = false;
+    if (workLeft) {
+      const retryIn = Math.min(DRAIN_RETRY_MS * 2 ** Math.max(0, this.drainFailures - 1), DRAIN_RETRY_MAX_MS);
+      const at = Math.min(this.now() + retryIn, dropAt);
+      if (current !== at) await this.ctx.storage.setAlarm(at);
+      this.alarmBy = at;
+    } else if (current === null) {
+      await this.ctx.storage.setAlarm(dropAt);
+      this.alarmBy = null;
+    }
   }
 }
 

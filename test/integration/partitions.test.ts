@@ -365,6 +365,26 @@ describe("removal after a delete", () => {
 });
 
 describe("a partition evicted", () => {
+  it("its alarm is set to drain within a second before ingest answers, and goes back to the drop once nothing is left", async () => {
+    const box = await mailbox();
+    await createDestination(account, source.id, { url: box.url });
+    const before = Date.now();
+    const res = await call("POST", new URL(source.ingest_url).pathname, { raw: "{}", headers: { "content-type": "application/json" } });
+    expect(res.status).toBe(202);
+    const ref = partitionOf(source.id, (await json(res)).data.event_id as string)!;
+    // The 202 came after the alarm was durable: an object that stopped now would still drain.
+    const alarm = await runInDurableObject(partition(ref), (_i: EventStore, state) => state.storage.getAlarm());
+    expect(alarm).not.toBeNull();
+    expect(alarm!).toBeGreaterThanOrEqual(before);
+    expect(alarm!).toBeLessThanOrEqual(Date.now() + 1_000);
+    await eventually(async () => ((await box.requests()).length === 1 ? true : undefined));
+    // The alarm fires, finds nothing to do, and sets the retention drop.
+    await runInDurableObject(partition(ref), (instance: EventStore) => instance.alarm());
+    const dropAt = await runInDurableObject(partition(ref), async (_i: EventStore, state) => ({ alarm: await state.storage.getAlarm(), dropAt: state.storage.kv.get<number>("drop_at") }));
+    expect(dropAt.alarm).toBe(dropAt.dropAt);
+    expect(dropAt.alarm!).toBeGreaterThan(Date.now() + DAY_MS);
+  });
+
   it("between ingest and fan-out, and again between claim and record: nothing is lost, nothing sent twice", async () => {
     const box = await mailbox();
     const dest = await createDestination(account, source.id, { url: box.url });
