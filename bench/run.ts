@@ -1,6 +1,7 @@
 /**
- * `npm run bench`: ingest and delivery throughput, latency and CPU cost of the relay
- * against bare Workers, in one run, on this machine, with everything local.
+ * `npm run bench`: ingest and delivery throughput, latency, CPU, storage and billed
+ * operations of the relay against Workers that do less, in one run, on this machine,
+ * with everything local.
  *
  * Every Worker (the relay and the baselines in bench/baseline-*) runs the same way:
  * `wrangler dev`, local, its own fresh `--persist-to`, the same flags (lib/wrangler.ts).
@@ -10,60 +11,61 @@
  *
  *   1. Ingest: POST under fixed concurrency (autocannon) to the relay, to a bare Worker
  *      that reads the body and answers 202 (and the same with one log line), and to the
- *      "floor" (one D1 read, one insert, one queue send, one log line: the least the
- *      ingest contract needs on this runtime).
+ *      "floor" (one call to a SQLite-backed Durable Object that inserts the event, one
+ *      queue send, one log line: the least the ingest contract needs on this runtime).
  *   2. End to end: N events to a source with M destinations on a loopback receiver, until
  *      every delivery has arrived and verified; against a Worker that POSTs each body to
  *      the M destinations directly, with no storage, and against the "floor" (event
- *      stored and queued, each attempt recorded and logged: the least the product's
- *      records need).
+ *      stored in a Durable Object and queued, each attempt recorded there and logged:
+ *      the least the product's records need). Around it: the relay's D1 and partition
+ *      files (lib/storage.ts), for D1 bytes per event (about 0: events are not in D1)
+ *      and partition bytes per event.
  *   3. Cost: CPU seconds of each Worker's processes (wrangler, workerd; from /proc) per
  *      1,000 ingested events and per 1,000 deliveries.
- *   4. Growth: ingest and list latency with 10k and 100k events stored (two relays,
- *      seeded straight into D1, measured in alternation); fan-out time with 1, 10 and
- *      100 destinations.
+ *   4. Fan-out time with 1, 10 and 100 destinations.
+ *   5. On seeded partitions (lib/stored.ts; the relay restarted with METER=true): growth
+ *      (ingest and list latency, a partition of 10k against one of 100k events), billed
+ *      operations per event and their cost per million events at list prices
+ *      (lib/cost.ts), partition bytes with larger payloads, and the time to drop a
+ *      partition of 1,000 and of 100,000 events.
+ *
+ * `--against REF` runs another commit of the relay alongside in steps 1 and 2
+ * (lib/against.ts) and compares this one's requests/s and deliveries/s with it.
  *
  * Prints one table, writes bench/results.json (and bench/results.md). Fails (exit 1)
- * when any expected delivery is missing, unsigned or altered, or the relay answers
- * anything but 202 to a valid event.
+ * when any expected delivery is missing, unsigned or altered, the relay answers
+ * anything but 202 to a valid event, seeded events are not listed, or a deleted
+ * source's partition is not dropped.
  *
- * Environment: BENCH_QUICK=1 (a smoke run of seconds), BENCH_OUT (results path),
+ * Environment: BENCH_QUICK=1 (a smoke run of about a minute), BENCH_OUT (results path),
  * BENCH_EVENTS, BENCH_DESTINATIONS, BENCH_CONNECTIONS, BENCH_INGEST_SECONDS, BENCH_ROUNDS,
- * BENCH_GROWTH (e.g. "10000,100000"), BENCH_FANOUT (e.g. "1,10,100"), BENCH_KEEP=1
- * (keep the state directories), BENCH_RELAY (another relay's wrangler.toml, e.g. a copy
- * of the tree with a change applied, to measure the change against the same baselines).
+ * BENCH_GROWTH (e.g. "10000,100000"), BENCH_DROP (e.g. "1000,100000"), BENCH_METER_EVENTS,
+ * BENCH_FANOUT (e.g. "1,10,100"), BENCH_KEEP=1 (keep the state directories), BENCH_RELAY
+ * (another relay's wrangler.toml, e.g. a copy of the tree with a change applied, to
+ * measure the change against the same baselines).
  */
 import { randomBytes } from "node:crypto";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import os from "node:os";
 import { dirname, join } from "node:path";
 import { ROOT } from "../test/e2e/harness.ts";
+import { checkoutRef, type RefCheckout } from "./lib/against.ts";
 import { Receiver } from "./lib/deliveries.ts";
 import { pool } from "./lib/load.ts";
 import { cpuTimes, machine } from "./lib/machine.ts";
-import { endToEnd, fanoutWidth, growth, ingestRounds, relayEndToEnd, round1, round2, round3, type WidthFigures } from "./lib/phases.ts";
+import { endToEnd, fanoutWidth, ingestRounds, relayEndToEnd, round1, round2, type E2EFigures, type IngestTarget, type WidthFigures } from "./lib/phases.ts";
 import { RelayClient, samplePayload, standardWebhooksHeaders } from "./lib/relay.ts";
-import { note, OUT, QUICK, RELAY_CONFIG, RELAY_VARS, RUN, S } from "./lib/settings.ts";
-import { executeSql, migrate, removeDir, snapshot, startWorker, type Runtime } from "./lib/wrangler.ts";
+import { AGAINST, note, OUT, QUICK, RELAY_CONFIG, RELAY_VARS, RUN, S, STORE_VARS } from "./lib/settings.ts";
+import { d1State, sourceStorage, type D1State } from "./lib/storage.ts";
+import { createSeedSources, dropStep, growth, meteredStep, seedSources, verifySeeded } from "./lib/stored.ts";
+import { cost, marginalBytesPerEvent, markdownTable, tableRows, targets, type Figures } from "./lib/table.ts";
+import { migrate, removeDir, snapshot, startWorker, type Runtime } from "./lib/wrangler.ts";
 
-// ---------------------------------------------------------------------------------------
-// The table
-
-type Row = [step: string, figure: string, krafter: string, reference: string, ratio: string, target: string];
-
-const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "—");
-const ratio = (a: number, b: number) => (b > 0 && Number.isFinite(a) ? a / b : Number.NaN);
-const mark = (met: boolean) => (met ? "met" : "**not met**");
-
-function markdownTable(rows: Row[]): string {
-  const head: Row = ["Step", "Figure", "Krafter", "Reference", "Ratio", "Target"];
-  const all = [head, ...rows];
-  const widths = head.map((_, c) => Math.max(...all.map((r) => r[c]!.length)));
-  const line = (r: Row) => `| ${r.map((cell, c) => cell.padEnd(widths[c]!)).join(" | ")} |`;
-  return [line(head), `| ${widths.map((w) => "-".repeat(w)).join(" | ")} |`, ...rows.map(line)].join("\n");
+/** A relay with its state prepared (its own migrations applied, an API key), not started yet. */
+async function prepareRelay(config: string, persistTo: string, apiKeyScript?: string): Promise<string> {
+  await migrate(config, persistTo);
+  return RelayClient.newKey(persistTo, apiKeyScript);
 }
-
-// ---------------------------------------------------------------------------------------
 
 async function main() {
   const started = new Date();
@@ -72,84 +74,81 @@ async function main() {
   const work = await mkdtemp(join(os.tmpdir(), "krafter-bench-"));
   note(`${QUICK ? "quick run" : "full run"}; state in ${work}`);
   const runtimes: Runtime[] = [];
+  const stop = async (rt: Runtime) => {
+    await rt.stop();
+    runtimes.splice(runtimes.indexOf(rt), 1);
+  };
   const receiver = await Receiver.start();
+  let checkout: RefCheckout | undefined;
   let failed: string[] = [];
   try {
+    if (AGAINST) {
+      checkout = await checkoutRef(AGAINST, join(work, "ref-tree"));
+      note(`--against ${AGAINST}: ${checkout.commit} checked out in ${checkout.dir}`);
+    }
     // Snapshots: the code as it is now, immune to edits of the working tree during the run.
-    note("bundling the relay and the baselines");
-    const [relayConfig, ingestConfig, fanoutConfig] = await Promise.all([
+    note(`bundling the relay${checkout ? `, ${checkout.commit}` : ""} and the baselines`);
+    const [relayConfig, ingestConfig, fanoutConfig, refConfig] = await Promise.all([
       snapshot(RELAY_CONFIG, join(work, "relay")),
       snapshot(join(ROOT, "bench", "baseline-ingest", "wrangler.toml"), join(work, "baseline-ingest")),
       snapshot(join(ROOT, "bench", "baseline-fanout", "wrangler.toml"), join(work, "baseline-fanout")),
+      checkout ? snapshot(checkout.config, join(work, "ref")) : undefined,
     ]);
-
     const relayState = join(work, "relay", "state");
-    await migrate(relayConfig, relayState);
-    const key = await RelayClient.newKey(relayState);
-    const baselineState = join(work, "baseline-ingest", "state");
-    await executeSql(ingestConfig, baselineState, join(ROOT, "bench", "baseline-ingest", "schema.sql"));
+    const refState = join(work, "ref", "state");
+    // Each relay's own migrations (REF's from its own drizzle/), one after the other: wrangler d1 is not cheap.
+    const key = await prepareRelay(relayConfig, relayState);
+    const refKey = refConfig ? await prepareRelay(refConfig, refState, checkout!.apiKeyScript) : undefined;
 
     const fanoutSecret = `whsec_${randomBytes(32).toString("base64")}`;
     const fanoutBoxes = await pool(Array.from({ length: S.destinations }), 8, () => receiver.mailbox(fanoutSecret));
     const floorBoxes = await pool(Array.from({ length: S.destinations }), 8, () => receiver.mailbox(fanoutSecret));
-    const fanoutState = join(work, "baseline-fanout", "state");
-    await executeSql(fanoutConfig, fanoutState, join(ROOT, "bench", "baseline-fanout", "schema.sql"));
 
-    note("starting wrangler dev: relay, baseline-ingest, baseline-fanout");
-    const relay = await startWorker({ label: "relay", config: relayConfig, persistTo: relayState, vars: RELAY_VARS });
-    runtimes.push(relay);
-    const bIngest = await startWorker({ label: "baseline-ingest", config: ingestConfig, persistTo: baselineState, vars: {} });
-    runtimes.push(bIngest);
-    const bFanout = await startWorker({
-      label: "baseline-fanout",
-      config: fanoutConfig,
-      persistTo: fanoutState,
-      vars: {
-        TARGETS: JSON.stringify(fanoutBoxes.map((b) => b.url)),
-        FLOOR_TARGETS: JSON.stringify(floorBoxes.map((b) => b.url)),
-        SECRET: fanoutSecret,
-      },
-    });
-    runtimes.push(bFanout);
+    note(`starting wrangler dev: relay, ${refConfig ? `${checkout!.commit}, ` : ""}baseline-ingest, baseline-fanout`);
+    const [relay, bIngest, bFanout, ref] = await Promise.all([
+      startWorker({ label: "relay", config: relayConfig, persistTo: relayState, vars: RELAY_VARS }),
+      startWorker({ label: "baseline-ingest", config: ingestConfig, persistTo: join(work, "baseline-ingest", "state"), vars: {} }),
+      startWorker({
+        label: "baseline-fanout",
+        config: fanoutConfig,
+        persistTo: join(work, "baseline-fanout", "state"),
+        vars: { TARGETS: JSON.stringify(fanoutBoxes.map((b) => b.url)), FLOOR_TARGETS: JSON.stringify(floorBoxes.map((b) => b.url)), SECRET: fanoutSecret },
+      }),
+      refConfig ? startWorker({ label: `relay ${checkout!.commit}`, config: refConfig, persistTo: refState, vars: RELAY_VARS }) : undefined,
+    ]);
+    runtimes.push(relay, bIngest, bFanout, ...(ref ? [ref] : []));
     const client = new RelayClient(relay.origin, key);
+    const refClient = ref ? new RelayClient(ref.origin, refKey!) : undefined;
 
     // 1. Ingest ------------------------------------------------------------------------
     const plain = await client.source(`ingest ${RUN}`);
     const signingSecret = `whsec_${randomBytes(32).toString("base64")}`;
     const signed = await client.source(`ingest signed ${RUN}`, "standard-webhooks", signingSecret);
+    const refPlain = refClient ? await refClient.source(`ingest ${RUN}`) : undefined;
     const body = samplePayload(`${RUN}ingest`, 0);
     note(`ingest: ${S.connections} connections, ${S.rounds} × ${Math.round(S.ingestSeconds / S.rounds)} s per Worker, body ${Buffer.byteLength(body)} bytes`);
-    const ingest = await ingestRounds(
-      [
-        { name: "bare", rt: bIngest, url: `${bIngest.origin}/bare`, body },
-        { name: "bare-logged", rt: bIngest, url: `${bIngest.origin}/logged`, body },
-        { name: "floor", rt: bIngest, url: `${bIngest.origin}/floor`, body },
-        { name: "relay", rt: relay, url: plain.ingestUrl, body },
-        {
-          name: "relay-signed",
-          rt: relay,
-          url: signed.ingestUrl,
-          body,
-          next: () => ({ body, headers: standardWebhooksHeaders(signingSecret, body) }),
-        },
-      ],
-      S.ingestSeconds,
-      S.rounds,
-      S.connections,
-    );
-    await bIngest.stop();
+    const ingestTargets: IngestTarget[] = [
+      { name: "bare", rt: bIngest, url: `${bIngest.origin}/bare`, body },
+      { name: "bare-logged", rt: bIngest, url: `${bIngest.origin}/logged`, body },
+      { name: "floor", rt: bIngest, url: `${bIngest.origin}/floor`, body },
+      { name: "relay", rt: relay, url: plain.ingestUrl, body },
+      { name: "relay-signed", rt: relay, url: signed.ingestUrl, body, next: () => ({ body, headers: standardWebhooksHeaders(signingSecret, body) }) },
+      ...(ref && refPlain ? [{ name: "ref", rt: ref, url: refPlain.ingestUrl, body }] : []),
+    ];
+    const ingest = await ingestRounds(ingestTargets, S.ingestSeconds, S.rounds, S.connections);
+    await stop(bIngest);
 
     // 2. End to end ----------------------------------------------------------------------
     note(`end to end: ${S.events} events × ${S.destinations} destinations`);
-    const directPayloads = Array.from({ length: S.events }, (_, i) => samplePayload(`${RUN}direct`, i));
     const direct = await endToEnd({
       name: "direct fan-out",
       rt: bFanout,
       url: `${bFanout.origin}/`,
-      payloads: directPayloads,
+      payloads: Array.from({ length: S.events }, (_, i) => samplePayload(`${RUN}direct`, i)),
       mailboxes: fanoutBoxes,
       receiver,
       expectedBody: (p) => p,
+      stallMs: S.baselineStallMs,
     });
     const e2eFloor = await endToEnd({
       name: "floor fan-out",
@@ -159,86 +158,76 @@ async function main() {
       mailboxes: floorBoxes,
       receiver,
       expectedBody: (p) => p,
+      stallMs: S.baselineStallMs,
     });
-    await bFanout.stop();
-    const e2e = await relayEndToEnd("relay", relay, client, receiver, S.events, S.destinations);
+    await stop(bFanout);
+    // The relay's D1 just before the events (its source and destinations made) and after.
+    let d1Before: D1State | undefined;
+    const e2e = await relayEndToEnd({
+      name: "relay",
+      rt: relay,
+      client,
+      receiver,
+      events: S.events,
+      destinations: S.destinations,
+      ready: () => {
+        d1Before = d1State(relayState);
+      },
+    });
+    const d1After = d1State(relayState);
+    const storage = {
+      d1Before: d1Before!,
+      d1After,
+      d1BytesPerEvent: round1((d1After.bytes - d1Before!.bytes) / Math.max(1, e2e.events - e2e.ingestErrors)),
+      partitions: sourceStorage(relayState, e2e.sourceId),
+    };
+    note(`storage: D1 ${d1Before!.bytes} → ${d1After.bytes} bytes; partitions ${storage.partitions.bytesPerEvent} bytes per event`);
+    let refE2e: E2EFigures | undefined;
+    if (ref && refClient) {
+      refE2e = await relayEndToEnd({ name: checkout!.commit, rt: ref, client: refClient, receiver, events: S.events, destinations: S.destinations });
+      await stop(ref);
+    }
 
-    // 4b. Fan-out width ------------------------------------------------------------------
+    // 4. Fan-out width ------------------------------------------------------------------
     const fanout: WidthFigures[] = [];
     for (const d of S.fanout) {
       note(`fan-out width: ${S.fanoutEvents} events one at a time × ${d} destinations`);
       fanout.push(await fanoutWidth(relay, client, receiver, S.fanoutEvents, d));
     }
-    await relay.stop();
 
-    // 4a. Growth -------------------------------------------------------------------------
+    // 5. Seeded partitions: growth, cost, drop ---------------------------------------------
+    const wanted = [...S.growth.map((count) => ({ label: `growth-${count}`, count })), ...S.drop.map((count) => ({ label: `drop-${count}`, count }))];
+    const created = await createSeedSources(client, wanted);
+    await stop(relay);
+    const seeded = seedSources(relayState, created);
+    const store = await startWorker({ label: "relay (seeded, metered)", config: relayConfig, persistTo: relayState, vars: STORE_VARS });
+    runtimes.push(store);
+    const storeClient = new RelayClient(store.origin, key);
+    await verifySeeded(storeClient, seeded);
     note(`growth: ${S.growth.join(" and ")} stored events`);
-    const grown = await growth(work, relayConfig);
+    const grown = await growth(store, storeClient, seeded.filter((s) => s.label.startsWith("growth-")));
+    const metered = await meteredStep(store, storeClient, receiver, { name: "metered", events: S.meterEvents });
+    const large = await meteredStep(store, storeClient, receiver, { name: "large payloads", events: S.largeEvents, payloadBytes: S.largePayloadBytes });
+    const drops = await dropStep(store, storeClient, seeded.filter((s) => s.label.startsWith("drop-")));
+    await stop(store);
 
     // Verdicts ---------------------------------------------------------------------------
-    const r = ingest.get("relay")!;
-    const rs = ingest.get("relay-signed")!;
-    const bare = ingest.get("bare")!;
-    const floor = ingest.get("floor")!;
-    const logged = ingest.get("bare-logged")!;
-    const small = grown[0]!;
-    const big = grown[grown.length - 1]!;
-    const targets = [
-      { name: "ingest throughput ≥ 0.5 × bare Worker", value: ratio(r.rps, bare.rps), limit: 0.5, met: ratio(r.rps, bare.rps) >= 0.5 },
-      { name: "ingest p99 ≤ 3 × bare Worker", value: ratio(r.p99, bare.p99), limit: 3, met: ratio(r.p99, bare.p99) <= 3 },
-      { name: "deliveries/s ≥ 0.5 × direct fan-out", value: ratio(e2e.deliveriesPerSecond, direct.deliveriesPerSecond), limit: 0.5, met: ratio(e2e.deliveriesPerSecond, direct.deliveriesPerSecond) >= 0.5 },
-      { name: "zero loss", value: e2e.lost + fanout.reduce((a, f) => a + f.lost, 0), limit: 0, met: e2e.lost + fanout.reduce((a, f) => a + f.lost, 0) === 0 },
-      { name: `ingest p50 at ${big.stored} within 20 % of ${small.stored}`, value: ratio(big.ingest.p50, small.ingest.p50), limit: 1.2, met: ratio(big.ingest.p50, small.ingest.p50) <= 1.2 },
-      { name: `list p50 at ${big.stored} within 20 % of ${small.stored}`, value: ratio(big.list.p50, small.list.p50), limit: 1.2, met: ratio(big.list.p50, small.list.p50) <= 1.2 },
-    ].map((t) => ({ ...t, value: round3(t.value) }));
-
-    const rows: Row[] = [];
-    const ing = `Ingest (${S.connections} conn, ${S.rounds}×${Math.round(S.ingestSeconds / S.rounds)} s)`;
-    rows.push([ing, "requests/s vs bare Worker", fmt(r.rps), fmt(bare.rps), fmt(ratio(r.rps, bare.rps), 2), `≥ 0.5: ${mark(targets[0]!.met)}`]);
-    rows.push(["", "p50 ms vs bare Worker", fmt(r.p50), fmt(bare.p50), fmt(ratio(r.p50, bare.p50), 2), ""]);
-    rows.push(["", "p99 ms vs bare Worker", fmt(r.p99), fmt(bare.p99), fmt(ratio(r.p99, bare.p99), 2), `≤ 3: ${mark(targets[1]!.met)}`]);
-    rows.push(["", "requests/s vs floor (read+insert+send+log line)", fmt(r.rps), fmt(floor.rps), fmt(ratio(r.rps, floor.rps), 2), ""]);
-    rows.push(["", "p99 ms vs floor", fmt(r.p99), fmt(floor.p99), fmt(ratio(r.p99, floor.p99), 2), ""]);
-    rows.push(["", "floor vs bare Worker: requests/s", fmt(floor.rps), fmt(bare.rps), fmt(ratio(floor.rps, bare.rps), 2), ""]);
-    rows.push(["", "floor vs bare Worker: p99 ms", fmt(floor.p99), fmt(bare.p99), fmt(ratio(floor.p99, bare.p99), 2), ""]);
-    rows.push(["", "bare + one log line vs bare: requests/s, p99 ms", `${fmt(logged.rps)}, ${fmt(logged.p99)}`, `${fmt(bare.rps)}, ${fmt(bare.p99)}`, fmt(ratio(logged.rps, bare.rps), 2), ""]);
-    rows.push(["", "signed (Standard Webhooks) requests/s, p99 ms", `${fmt(rs.rps)}, ${fmt(rs.p99)}`, `${fmt(r.rps)}, ${fmt(r.p99)} (unsigned)`, fmt(ratio(rs.rps, r.rps), 2), ""]);
-    const ee = `End to end (${S.events} events × ${S.destinations} dest.)`;
-    rows.push([ee, "deliveries/s vs direct fan-out", fmt(e2e.deliveriesPerSecond), fmt(direct.deliveriesPerSecond), fmt(ratio(e2e.deliveriesPerSecond, direct.deliveriesPerSecond), 2), `≥ 0.5: ${mark(targets[2]!.met)}`]);
-    rows.push(["", "deliveries/s vs floor (stored, queued, each attempt recorded and logged)", fmt(e2e.deliveriesPerSecond), fmt(e2eFloor.deliveriesPerSecond), fmt(ratio(e2e.deliveriesPerSecond, e2eFloor.deliveriesPerSecond), 2), ""]);
-    rows.push(["", "floor vs direct fan-out: deliveries/s", fmt(e2eFloor.deliveriesPerSecond), fmt(direct.deliveriesPerSecond), fmt(ratio(e2eFloor.deliveriesPerSecond, direct.deliveriesPerSecond), 2), ""]);
-    rows.push(["", "time to last delivery s", fmt(e2e.seconds), fmt(direct.seconds), fmt(ratio(e2e.seconds, direct.seconds), 2), ""]);
-    rows.push(["", "ingest→receipt p50 ms", fmt(e2e.p50, 0), fmt(direct.p50, 0), fmt(ratio(e2e.p50, direct.p50), 2), ""]);
-    rows.push(["", "ingest→receipt p99 ms", fmt(e2e.p99, 0), fmt(direct.p99, 0), fmt(ratio(e2e.p99, direct.p99), 2), ""]);
-    rows.push(["", "lost / duplicates", `${e2e.lost} / ${e2e.duplicates}`, `${direct.lost} / ${direct.duplicates}`, "", `0 lost: ${mark(targets[3]!.met)}`]);
-    rows.push(["Cost (CPU s, all processes)", "per 1,000 ingested events vs bare", fmt(r.cpuPer1k, 2), fmt(bare.cpuPer1k, 2), fmt(ratio(r.cpuPer1k, bare.cpuPer1k), 2), "reported"]);
-    rows.push(["", "per 1,000 ingested events vs floor", fmt(r.cpuPer1k, 2), fmt(floor.cpuPer1k, 2), fmt(ratio(r.cpuPer1k, floor.cpuPer1k), 2), ""]);
-    rows.push(["", "per 1,000 signed events vs unsigned", fmt(rs.cpuPer1k, 2), fmt(r.cpuPer1k, 2), fmt(ratio(rs.cpuPer1k, r.cpuPer1k), 2), ""]);
-    rows.push(["", "per 1,000 deliveries (ingest included)", fmt(e2e.cpuPer1kDeliveries, 2), fmt(direct.cpuPer1kDeliveries, 2), fmt(ratio(e2e.cpuPer1kDeliveries, direct.cpuPer1kDeliveries), 2), "reported"]);
-    rows.push(["", "per 1,000 deliveries (ingest included) vs floor", fmt(e2e.cpuPer1kDeliveries, 2), fmt(e2eFloor.cpuPer1kDeliveries, 2), fmt(ratio(e2e.cpuPer1kDeliveries, e2eFloor.cpuPer1kDeliveries), 2), ""]);
-    // The same with each event's ingest cost (from step 1) taken out: what a delivery itself costs.
-    const relayDelivery = (e2e.cpuSeconds - (e2e.events * r.cpuPer1k) / 1000) / Math.max(1, e2e.delivered) * 1000;
-    const directDelivery = (direct.cpuSeconds - (direct.events * bare.cpuPer1k) / 1000) / Math.max(1, direct.delivered) * 1000;
-    rows.push(["", "per 1,000 deliveries, ingest deducted", fmt(relayDelivery, 2), fmt(directDelivery, 2), fmt(ratio(relayDelivery, directDelivery), 2), ""]);
-    const gs = `Growth (${small.stored.toLocaleString("en")} → ${big.stored.toLocaleString("en")} stored)`;
-    rows.push([gs, "ingest p50 ms, large vs small", fmt(big.ingest.p50), fmt(small.ingest.p50), fmt(ratio(big.ingest.p50, small.ingest.p50), 2), `≤ 1.2: ${mark(targets[4]!.met)}`]);
-    rows.push(["", "ingest p99 ms, large vs small", fmt(big.ingest.p99), fmt(small.ingest.p99), fmt(ratio(big.ingest.p99, small.ingest.p99), 2), ""]);
-    rows.push(["", "ingest requests/s, large vs small", fmt(big.ingest.rps), fmt(small.ingest.rps), fmt(ratio(big.ingest.rps, small.ingest.rps), 2), ""]);
-    rows.push(["", "list p50 ms (limit=50), large vs small", fmt(big.list.p50, 2), fmt(small.list.p50, 2), fmt(ratio(big.list.p50, small.list.p50), 2), `≤ 1.2: ${mark(targets[5]!.met)}`]);
-    rows.push(["", "list p99 ms, large vs small", fmt(big.list.p99, 2), fmt(small.list.p99, 2), fmt(ratio(big.list.p99, small.list.p99), 2), ""]);
-    const base = fanout[0]!;
-    for (const f of fanout) {
-      rows.push([
-        f === base ? `Fan-out width (${S.fanoutEvents} events, one at a time)` : "",
-        `${f.destinations} dest.: ingest→last delivery p50 (p99) ms`,
-        `${fmt(f.eventP50, 0)} (${fmt(f.eventP99, 0)})`,
-        f === base ? "" : `${fmt(base.eventP50, 0)} (${base.destinations} dest.)`,
-        `${fmt(f.msPerDelivery, 1)} ms/delivery`,
-        f.lost === 0 ? "0 lost" : `**${f.lost} lost**`,
-      ]);
-    }
-
-    const table = markdownTable(rows);
+    const figures: Figures = {
+      ingest,
+      e2e,
+      direct,
+      e2eFloor,
+      ...(refE2e ? { ref: { ref: AGAINST!, commit: checkout!.commit, e2e: refE2e } } : {}),
+      storage,
+      partitionBaseBytes: Math.min(...seeded.map((s) => s.bytesBeforeSeed)),
+      fanout,
+      growth: grown,
+      metered,
+      large,
+      drops,
+    };
+    const verdicts = targets(figures);
+    const table = markdownTable(tableRows(figures, verdicts));
     const stat1 = cpuTimes();
     const finished = new Date();
     const results = {
@@ -249,38 +238,53 @@ async function main() {
         loadavgAtEnd: os.loadavg().map(round2),
         // Time stolen by the hypervisor and used by everything on the machine (bench included), over the run.
         stealPercent: round1((100 * (stat1.steal - stat0.steal)) / Math.max(1, stat1.total - stat0.total)),
-        busyPercent: round1((100 * (1 - (stat1.idle - stat0.idle) / Math.max(1, stat1.total - stat0.total)))),
+        busyPercent: round1(100 * (1 - (stat1.idle - stat0.idle) / Math.max(1, stat1.total - stat0.total))),
       },
-      settings: { ...S, relay: RELAY_CONFIG },
+      settings: { ...S, relay: RELAY_CONFIG, against: checkout ? { ref: AGAINST, commit: checkout.commit } : null },
       ingest: Object.fromEntries(ingest),
-      endToEnd: { relay: e2e, direct, floor: e2eFloor },
+      endToEnd: { relay: e2e, direct, floor: e2eFloor, ...(refE2e ? { ref: refE2e } : {}) },
+      storage: { ...storage, partitionBaseBytes: figures.partitionBaseBytes, marginalBytesPerEvent: marginalBytesPerEvent(storage.partitions, figures.partitionBaseBytes) },
       fanout,
       growth: grown,
-      targets,
+      metered,
+      largePayloads: large,
+      cost: cost(figures),
+      drops,
+      targets: verdicts,
       table,
     };
-    failed = [
-      ...(e2e.lost > 0 ? [`end to end: ${e2e.lost} of ${e2e.expected} deliveries lost (${e2e.problems.slice(0, 3).join("; ")})`] : []),
-      ...fanout.filter((f) => f.lost > 0).map((f) => `${f.name}: ${f.lost} of ${f.expected} deliveries lost (${f.problems.slice(0, 3).join("; ")})`),
-      ...[r, rs, ...grown.map((g) => g.ingest)].filter((x) => x.errors > 0).map((x) => `${x.name}: ${x.errors} ingest requests not answered 202 (${JSON.stringify(x.statuses)})`),
-    ];
+    failed = failures(figures);
     await writeFile(OUT, JSON.stringify({ ok: failed.length === 0, failures: failed, ...results }, null, 2) + "\n");
-    const header = `Krafter benchmark, ${finished.toISOString().slice(0, 16).replace("T", " ")} UTC: ${info.nproc} × ${info.cpu}, ${info.memGiB} GiB, Node ${info.node}, wrangler ${info.wrangler} (workerd ${info.workerd}); commit ${info.git.commit}${info.git.dirty.length > 0 ? " with local changes" : ""}; the machine ${results.machine.busyPercent} % busy over the run (everything on it), ${results.machine.stealPercent} % stolen${QUICK ? " [quick run]" : ""}`;
+    const header = `Krafter benchmark, ${finished.toISOString().slice(0, 16).replace("T", " ")} UTC: ${info.nproc} × ${info.cpu}, ${info.memGiB} GiB, Node ${info.node}, wrangler ${info.wrangler} (workerd ${info.workerd}); commit ${info.git.commit}${info.git.dirty.length > 0 ? " with local changes" : ""}${checkout ? ` against ${checkout.commit}` : ""}; the machine ${results.machine.busyPercent} % busy over the run (everything on it), ${results.machine.stealPercent} % stolen; ${results.durationSeconds} s${QUICK ? " [quick run]" : ""}`;
     if (!process.env.BENCH_OUT) await writeFile(join(dirname(OUT), "results.md"), `${header}\n\n${table}\n`);
-    process.stdout.write(`\n${header}\n\n${table}\n\nTargets:\n${targets.map((t) => `  ${t.met ? "met    " : "NOT MET"}  ${t.name} (${t.value})`).join("\n")}\n`);
-    for (const b of [direct, e2eFloor]) {
-      if (b.lost > 0) process.stdout.write(`\nWarning: the ${b.name} baseline lost ${b.lost} deliveries (it has no retries): ${b.problems.slice(0, 3).join("; ")}\n`);
+    process.stdout.write(`\n${header}\n\n${table}\n\nTargets:\n${verdicts.map((t) => `  ${t.met ? "met    " : "NOT MET"}  ${t.name} (${t.value})`).join("\n")}\n`);
+    for (const b of [direct, e2eFloor, ...(refE2e ? [refE2e] : [])]) {
+      if (b.lost > 0) process.stdout.write(`\nWarning: ${b.name} lost ${b.lost} deliveries (the baselines retry nothing): ${b.problems.slice(0, 3).join("; ")}\n`);
     }
     process.stdout.write(`\nWrote ${OUT}\n`);
   } finally {
-    for (const rt of runtimes) await rt.stop();
+    for (const rt of [...runtimes]) await rt.stop();
     await receiver.close();
+    await checkout?.remove();
     if (process.env.BENCH_KEEP !== "1") await removeDir(work);
   }
   if (failed.length > 0) {
-    process.stderr.write(`\nBENCHMARK FAILED: deliveries or events were lost\n${failed.map((f) => `  - ${f}`).join("\n")}\n`);
+    process.stderr.write(`\nBENCHMARK FAILED\n${failed.map((f) => `  - ${f}`).join("\n")}\n`);
     process.exitCode = 1;
   }
+}
+
+/** What makes the run fail: the relay's losses and refusals, and partitions it did not drop. */
+function failures(f: Figures): string[] {
+  const lossOf = (x: { name: string; lost: number; expected: number; problems: string[] }) =>
+    x.lost > 0 ? [`${x.name}: ${x.lost} of ${x.expected} deliveries lost (${x.problems.slice(0, 3).join("; ")})`] : [];
+  const refused = [f.ingest.get("relay")!, f.ingest.get("relay-signed")!, ...f.growth.map((g) => g.ingest)].filter((x) => x.errors > 0);
+  return [
+    ...[f.e2e, f.metered.e2e, f.large.e2e, ...f.fanout].flatMap(lossOf),
+    ...refused.map((x) => `${x.name}: ${x.errors} ingest requests not answered 202 (${JSON.stringify(x.statuses)})`),
+    ...f.drops.filter((d) => d.durationMs === null).map((d) => `${d.partition}: no partition_dropped line after its source was deleted`),
+    ...f.drops.filter((d) => d.fileAfter.events !== null).map((d) => `${d.partition}: ${d.fileAfter.events} events still in its file after the drop`),
+  ];
 }
 
 main().catch((err: unknown) => {

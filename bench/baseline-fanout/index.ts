@@ -7,15 +7,18 @@
  *   and no retries. It answers 202 at once (as the relay does) and, after the response,
  *   POSTs the body to each URL of TARGETS.
  * - `POST /floor`: the least a relay that keeps the product's records must do on this
- *   runtime: the event stored (one D1 insert) and queued before the 202; the consumer
- *   POSTs it to each URL of FLOOR_TARGETS and records each attempt (one D1 insert per
- *   delivery, as every attempt is recorded), then acknowledges; one structured log line
- *   per request and per attempt, as the product's contract requires. No retries, no
- *   other state, one queue hop.
+ *   runtime, with its records in a SQLite-backed Durable Object as the relay's are: the
+ *   event stored (one call to the object, one insert) and queued before the 202; the
+ *   consumer reads it (one call), POSTs it to each URL of FLOOR_TARGETS and records each
+ *   attempt (one call, one insert, per delivery, as every attempt is recorded), then
+ *   acknowledges; one structured log line per request and per attempt, as the product's
+ *   contract requires. No retries, no other state, one queue hop.
  * - `GET`: 200, the benchmark's readiness check.
  */
+import { DurableObject } from "cloudflare:workers";
+
 interface Env {
-  DB: D1Database;
+  FLOOR_STORE: DurableObjectNamespace<FloorStore>;
   QUEUE: Queue<{ id: string }>;
   /** JSON arrays of destination URLs. */
   TARGETS: string;
@@ -23,6 +26,44 @@ interface Env {
   /** `whsec_` + base64 key. */
   SECRET: string;
 }
+
+/**
+ * The floor's records: one SQLite-backed object for every event, as the relay's
+ * end-to-end step sends everything to one source (one partition until it splits).
+ */
+export class FloorStore extends DurableObject<Env> {
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    // Synchronous and idempotent: the tables exist before the first call is served.
+    ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, payload TEXT NOT NULL, received_at INTEGER NOT NULL)");
+    ctx.storage.sql.exec(
+      "CREATE TABLE IF NOT EXISTS attempts (id TEXT PRIMARY KEY, event_id TEXT NOT NULL, destination INTEGER NOT NULL, status INTEGER NOT NULL, duration_ms INTEGER NOT NULL, created_at INTEGER NOT NULL)",
+    );
+  }
+
+  store(id: string, payload: string): void {
+    this.ctx.storage.sql.exec("INSERT INTO events (id, payload, received_at) VALUES (?, ?, ?)", id, payload, Date.now());
+  }
+
+  read(id: string): string | null {
+    const rows = this.ctx.storage.sql.exec<{ payload: string }>("SELECT payload FROM events WHERE id = ?", id).toArray();
+    return rows[0]?.payload ?? null;
+  }
+
+  recordAttempt(eventId: string, destination: number, status: number, durationMs: number): void {
+    this.ctx.storage.sql.exec(
+      "INSERT INTO attempts (id, event_id, destination, status, duration_ms, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+      crypto.randomUUID(),
+      eventId,
+      destination,
+      status,
+      durationMs,
+      Date.now(),
+    );
+  }
+}
+
+const floorStore = (env: Env) => env.FLOOR_STORE.getByName("floor");
 
 let cached: { targets: string[]; floorTargets: string[]; key: Promise<CryptoKey> } | undefined;
 
@@ -76,7 +117,7 @@ export default {
     const id = crypto.randomUUID();
     if (new URL(request.url).pathname === "/floor") {
       const started = Date.now();
-      await env.DB.prepare("INSERT INTO events (id, payload, received_at) VALUES (?, ?, ?)").bind(id, body, Date.now()).run();
+      await floorStore(env).store(id, body);
       await env.QUEUE.send({ id });
       logLine({ msg: "request", request_id: crypto.randomUUID(), method: "POST", path: "/floor", status: 202, duration_ms: Date.now() - started });
     } else {
@@ -90,15 +131,13 @@ export default {
     const k = await key;
     await Promise.all(
       batch.messages.map(async (m) => {
-        const event = await env.DB.prepare("SELECT payload FROM events WHERE id = ?").bind(m.body.id).first<{ payload: string }>();
-        if (!event) return m.ack();
+        const payload = await floorStore(env).read(m.body.id);
+        if (payload === null) return m.ack();
         await Promise.all(
           floorTargets.map(async (url, i) => {
             const started = Date.now();
-            const status = await post(url, k, m.body.id, event.payload);
-            await env.DB.prepare("INSERT INTO attempts (id, event_id, destination, status, duration_ms, created_at) VALUES (?, ?, ?, ?, ?, ?)")
-              .bind(crypto.randomUUID(), m.body.id, i, status, Date.now() - started, Date.now())
-              .run();
+            const status = await post(url, k, m.body.id, payload);
+            await floorStore(env).recordAttempt(m.body.id, i, status, Date.now() - started);
             logLine({ msg: "delivery_attempt", event_id: m.body.id, destination: i, status_code: status, duration_ms: Date.now() - started });
           }),
         );

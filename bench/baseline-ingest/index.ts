@@ -6,14 +6,37 @@
  * - `POST /logged`: the bare Worker plus the one structured JSON log line per request
  *   the product's contract requires (PRODUCT.md): what that line alone costs here.
  * - `POST /floor`: the least any implementation of the relay's ingest contract does on
- *   this runtime before answering ("202 only once the event is durable in D1 and its
- *   fan-out is queued", one log line per request): one indexed read, one insert, one
- *   queue send, one log line, nothing else. Its queue consumer only acknowledges.
+ *   this runtime before answering, now that events live in SQLite-backed Durable Objects
+ *   ("202 only once the event is durable and its forwarding guaranteed", one log line
+ *   per request): one call to a Durable Object that inserts the event into its SQLite,
+ *   one queue send, one log line, nothing else. No D1: the relay reads its sources from
+ *   a per-isolate cache. Its queue consumer only acknowledges.
  * - `GET`: 200, the benchmark's readiness check (as `GET /` is the relay's).
  */
+import { DurableObject } from "cloudflare:workers";
+
 interface Env {
-  DB: D1Database;
+  FLOOR_STORE: DurableObjectNamespace<FloorStore>;
   QUEUE: Queue<{ id: string }>;
+}
+
+/**
+ * The floor's storage: one SQLite-backed object holding every event, as the relay's
+ * ingest step sends everything to one source (one partition until it splits).
+ */
+export class FloorStore extends DurableObject<Env> {
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    // Synchronous and idempotent: the table exists before the first call is served.
+    ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, payload TEXT NOT NULL, received_at INTEGER NOT NULL)");
+  }
+
+  /** Inserts one event; returns its id. */
+  insert(payload: string): string {
+    const id = crypto.randomUUID();
+    this.ctx.storage.sql.exec("INSERT INTO events (id, payload, received_at) VALUES (?, ?, ?)", id, payload, Date.now());
+    return id;
+  }
 }
 
 /** The relay's request line (src/log.ts and the middleware in src/app.ts), field for field. */
@@ -43,12 +66,7 @@ export default {
       return Response.json({ data: { bytes: body.byteLength } }, { status: 202 });
     }
     const body = await request.text();
-    const source = await env.DB.prepare("SELECT id FROM sources WHERE ingest_key = ?").bind("floor").first<{ id: string }>();
-    if (!source) return new Response("no source", { status: 404 });
-    const id = crypto.randomUUID();
-    await env.DB.prepare("INSERT INTO events (id, source_id, payload, received_at) VALUES (?, ?, ?, ?)")
-      .bind(id, source.id, body, Date.now())
-      .run();
+    const id = await env.FLOOR_STORE.getByName("floor").insert(body);
     await env.QUEUE.send({ id });
     requestLine(path, 202, started);
     return Response.json({ data: { event_id: id } }, { status: 202 });

@@ -1,16 +1,15 @@
 /**
  * The benchmark's steps, each measuring one thing the same way for the relay and its
  * baseline: fixed-concurrency ingest in alternating rounds, end-to-end delivery with
- * verification, fan-out width, and growth with seeded data.
+ * verification, and fan-out width. The steps on seeded partitions (growth, cost, drop)
+ * are in stored.ts.
  */
-import { join } from "node:path";
 import { Receiver, type Mailbox, type Verdict } from "./deliveries.ts";
 import { load, percentile, pool, sleep, type LoadResult } from "./load.ts";
 import { cpuBetween, type CpuSample } from "./proc.ts";
 import { envelope, RelayClient, samplePayload } from "./relay.ts";
-import { seedEvents } from "./seed.ts";
-import { note, RELAY_VARS, RUN, S } from "./settings.ts";
-import { migrate, startWorker, type Runtime } from "./wrangler.ts";
+import { note, RUN, S } from "./settings.ts";
+import type { Runtime } from "./wrangler.ts";
 
 export const round1 = (n: number) => Math.round(n * 10) / 10;
 export const round2 = (n: number) => Math.round(n * 100) / 100;
@@ -38,6 +37,8 @@ export interface Sent {
   status: number;
   eventId: string;
   ms: number;
+  /** for anything but 202: the start of the answer, or the transport error */
+  answer?: string;
 }
 
 /** POSTs each body once, `concurrency` at a time; returns what each answer said. */
@@ -54,9 +55,10 @@ export async function send(url: string, bodies: string[], concurrency: number, e
       } catch {
         // not JSON
       }
-      return { sentAt, status: res.status, eventId, ms: performance.now() - started };
-    } catch {
-      return { sentAt, status: 0, eventId: "", ms: performance.now() - started };
+      return { sentAt, status: res.status, eventId, ms: performance.now() - started, ...(res.status !== 202 ? { answer: text.slice(0, 300) } : {}) };
+    } catch (err) {
+      const why = err instanceof Error ? `${err.message}${err.cause instanceof Error ? `: ${err.cause.message}` : ""}` : String(err);
+      return { sentAt, status: 0, eventId: "", ms: performance.now() - started, answer: why };
     }
   });
 }
@@ -181,6 +183,8 @@ export async function endToEnd(o: {
   receiver: Receiver;
   expectedBody: (payload: string) => string;
   headers?: (body: string) => Record<string, string>;
+  /** default S.stallMs */
+  stallMs?: number;
 }): Promise<E2EFigures> {
   const before = o.rt.cpu();
   const sent = await send(o.url, o.payloads, S.sendConcurrency, o.headers);
@@ -193,7 +197,7 @@ export async function endToEnd(o: {
   note(`${o.name}: ${o.payloads.length} events sent in ${((Math.max(...sent.map((s) => s.sentAt + s.ms)) - Math.min(...sent.map((s) => s.sentAt))) / 1000).toFixed(1)} s; waiting for ${events.size * o.mailboxes.length} deliveries`);
   const v: Verdict = await o.receiver.await(
     { events, mailboxes: o.mailboxes },
-    { stallMs: S.stallMs, onProgress: (n, of) => note(`${o.name}: ${n}/${of} arrived`) },
+    { stallMs: o.stallMs ?? S.stallMs, onProgress: (n, of) => note(`${o.name}: ${n}/${of} arrived`) },
   );
   const after = await quiet(o.rt);
   const cpu = cpuBetween(before, after);
@@ -223,8 +227,13 @@ export async function endToEnd(o: {
     cpuPer1kDeliveries: round2((cpu.total / Math.max(1, v.delivered)) * 1000),
     cpuPer1kEvents: round2((cpu.total / Math.max(1, o.payloads.length)) * 1000),
     cpuByProcess: Object.fromEntries(Object.entries(cpu.byName).map(([k, x]) => [k, round2(x)])),
-    problems: [...(ingestErrors ? [`${ingestErrors} events not answered 202 (${statusCounts(sent)})`] : []), ...v.problems],
+    problems: [...(ingestErrors ? [`${ingestErrors} events not answered 202 (${statusCounts(sent)})`, ...refusals(sent)] : []), ...v.problems],
   };
+}
+
+/** The first few answers other than 202, as they came. */
+function refusals(sent: Sent[]): string[] {
+  return sent.filter((x) => x.status !== 202).slice(0, 3).map((x) => `${x.status}: ${x.answer ?? ""}`);
 }
 
 /** "503: 160, 0: 3": the statuses other than 202, 0 for a transport error. */
@@ -235,7 +244,7 @@ function statusCounts(sent: Sent[]): string {
 }
 
 /** A source of the relay with `destinations` destinations, each a mailbox of the receiver. */
-async function relaySource(name: string, client: RelayClient, receiver: Receiver, destinations: number) {
+export async function relaySource(name: string, client: RelayClient, receiver: Receiver, destinations: number) {
   const source = await client.source(`${name} ${RUN}`);
   const mailboxes = await pool(Array.from({ length: destinations }), 8, async () => {
     const box = await receiver.mailbox();
@@ -245,10 +254,27 @@ async function relaySource(name: string, client: RelayClient, receiver: Receiver
   return { source, mailboxes };
 }
 
-export async function relayEndToEnd(name: string, rt: Runtime, client: RelayClient, receiver: Receiver, events: number, destinations: number): Promise<E2EFigures> {
-  const { source, mailboxes } = await relaySource(name, client, receiver, destinations);
-  const payloads = Array.from({ length: events }, (_, i) => samplePayload(`${RUN}${name.replace(/\W/g, "")}`, i));
-  return endToEnd({ name, rt, url: source.ingestUrl, payloads, mailboxes, receiver, expectedBody: (p) => envelope("invoice.paid", p, source.id) });
+/**
+ * `events` events to a new source of the relay with `destinations` destinations, every
+ * delivery verified. `ready` runs once the source and its destinations exist, just
+ * before the first event is sent (a snapshot of the storage, the meter).
+ */
+export async function relayEndToEnd(o: {
+  name: string;
+  rt: Runtime;
+  client: RelayClient;
+  receiver: Receiver;
+  events: number;
+  destinations: number;
+  payload?: (seq: number) => string;
+  ready?: (sourceId: string) => void | Promise<void>;
+}): Promise<E2EFigures & { sourceId: string }> {
+  const { source, mailboxes } = await relaySource(o.name, o.client, o.receiver, o.destinations);
+  const payload = o.payload ?? ((i: number) => samplePayload(`${RUN}${o.name.replace(/\W/g, "")}`, i));
+  const payloads = Array.from({ length: o.events }, (_, i) => payload(i));
+  await o.ready?.(source.id);
+  const figures = await endToEnd({ name: o.name, rt: o.rt, url: source.ingestUrl, payloads, mailboxes, receiver: o.receiver, expectedBody: (p) => envelope("invoice.paid", p, source.id) });
+  return { ...figures, sourceId: source.id };
 }
 
 export interface WidthFigures {
@@ -311,84 +337,3 @@ export async function fanoutWidth(rt: Runtime, client: RelayClient, receiver: Re
     problems: [...(ingestErrors ? [`${ingestErrors} events not answered 202`] : []), ...(v?.problems ?? [])],
   };
 }
-
-// ---------------------------------------------------------------------------------------
-// 4. Growth
-
-export interface GrowthFigures {
-  stored: number;
-  ingest: IngestFigures;
-  list: { requests: number; errors: number; p50: number; p99: number };
-}
-
-export async function growth(work: string, relayConfig: string): Promise<GrowthFigures[]> {
-  const payload = samplePayload(`${RUN}seed`, 0);
-  const instances = await Promise.all(
-    S.growth.map(async (count, i) => {
-      const persistTo = join(work, `growth-${count}`);
-      await migrate(relayConfig, persistTo);
-      const key = await RelayClient.newKey(persistTo);
-      note(`seeding ${count} events into ${persistTo}`);
-      const started = Date.now();
-      const source = await seedEvents({
-        config: relayConfig,
-        persistTo,
-        account: "bench",
-        count,
-        // Spread over the last few hours (retention is 30 days), older than anything ingested.
-        endMs: Date.now() - 60_000 - i * 1000,
-        spanMs: 6 * 3600_000,
-        payload,
-        type: "invoice.paid",
-      });
-      note(`seeded ${count} events in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-      return { count, persistTo, key, source };
-    }),
-  );
-  const runtimes: Runtime[] = [];
-  try {
-    for (const g of instances) runtimes.push(await startWorker({ label: `relay-${g.count}`, config: relayConfig, persistTo: g.persistTo, vars: RELAY_VARS }));
-    const targets: IngestTarget[] = instances.map((g, i) => ({
-      name: `growth-${g.count}`,
-      rt: runtimes[i]!,
-      url: `${runtimes[i]!.origin}/in/${g.source.ingestKey}`,
-      body: payload,
-    }));
-    const ingest = await ingestRounds(targets, S.growthIngestSeconds, S.rounds, S.connections);
-    // List latency: one client at a time, newest page, as a dashboard asks for it.
-    const lists = new Map<number, LoadResult[]>();
-    for (let r = 0; r < S.rounds; r++) {
-      for (let i = 0; i < instances.length; i++) {
-        const g = instances[(i + r) % instances.length]!;
-        const rt = runtimes[(i + r) % instances.length]!;
-        const res = await load({
-          url: `${rt.origin}/api/v1/webhooks/sources/${g.source.id}/events?limit=50`,
-          method: "GET",
-          headers: { authorization: `Bearer ${g.key}` },
-          connections: 1,
-          durationS: Math.max(1, Math.round(S.listSeconds / S.rounds)),
-          expectStatus: 200,
-        });
-        lists.set(g.count, [...(lists.get(g.count) ?? []), res]);
-        note(`round ${r + 1}/${S.rounds} list at ${g.count}: p50 ${percentile(res.latencies, 50).toFixed(1)} ms, p99 ${percentile(res.latencies, 99).toFixed(1)} ms`);
-      }
-    }
-    return instances.map((g) => {
-      const l = lists.get(g.count)!;
-      const lat = l.flatMap((x) => x.latencies);
-      return {
-        stored: g.count,
-        ingest: ingest.get(`growth-${g.count}`)!,
-        list: {
-          requests: l.reduce((a, x) => a + x.ok, 0),
-          errors: l.reduce((a, x) => a + x.bad, 0),
-          p50: round2(percentile(lat, 50)),
-          p99: round2(percentile(lat, 99)),
-        },
-      };
-    });
-  } finally {
-    for (const rt of runtimes) await rt.stop();
-  }
-}
-

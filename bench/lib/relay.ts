@@ -3,7 +3,7 @@
  * ingest URL with a provider's request.
  */
 import { createHmac, randomUUID } from "node:crypto";
-import { runApiKey } from "../../test/e2e/harness.ts";
+import { run, runApiKey } from "../../test/e2e/harness.ts";
 
 export class RelayClient {
   readonly origin: string;
@@ -13,9 +13,14 @@ export class RelayClient {
     this.key = key;
   }
 
-  /** `npm run api-key -- create` against a state directory (the relay need not be running). */
-  static async newKey(persistTo: string, account = "bench"): Promise<string> {
-    const r = await runApiKey(["create", "--account", account, "--scopes", "webhooks:read,webhooks:write"], persistTo);
+  /**
+   * `npm run api-key -- create` against a state directory (the relay need not be running).
+   * `script`: another checkout's scripts/api-key.mjs (it applies that checkout's own D1
+   * migrations first, as this one's would apply ours).
+   */
+  static async newKey(persistTo: string, script?: string): Promise<string> {
+    const args = ["create", "--account", "bench", "--scopes", "webhooks:read,webhooks:write"];
+    const r = script ? await run(process.execPath, [script, ...args, "--persist-to", persistTo]) : await runApiKey(args, persistTo);
     const key = r.stdout.trimEnd().split("\n").at(-1) ?? "";
     if (r.code !== 0 || !key.startsWith("krf_")) throw new Error(`api-key create failed (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
     return key;
@@ -100,4 +105,11 @@ export function samplePayload(run: string, seq: number): string {
       },
     },
   });
+}
+
+/** The same event padded to about `bytes` bytes of JSON (a larger provider payload), unique per `seq`. */
+export function paddedPayload(run: string, seq: number, bytes: number): string {
+  const base = JSON.parse(samplePayload(run, seq)) as Record<string, unknown>;
+  const without = Buffer.byteLength(JSON.stringify({ ...base, padding: "" }));
+  return JSON.stringify({ ...base, padding: "x".repeat(Math.max(0, bytes - without)) });
 }

@@ -11,12 +11,14 @@
  */
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { freePort, run, runWranglerDev, WRANGLER } from "../../test/e2e/harness.ts";
 import { sampleTree, type CpuSample } from "./proc.ts";
 
 
 const READY_TIMEOUT_MS = 90_000;
-const OUTPUT_LIMIT = 256 * 1024;
+/** Wrangler's output kept per Worker (the newest): a few minutes of log lines, for the logs written at stop. */
+const OUTPUT_LIMIT = 4 * 1024 * 1024;
 
 /** Bundles the Worker of `configPath` into `dir` and writes a config that runs the bundle. */
 export async function snapshot(configPath: string, dir: string): Promise<string> {
@@ -77,6 +79,12 @@ export async function startWorker(o: {
   } catch (err) {
     throw new Error(`${o.label}: ${err instanceof Error ? err.message : String(err)}`);
   }
+  const stop = async () => {
+    // Its output beside its state (kept with BENCH_KEEP=1): what to read when a step fails.
+    await writeFile(join(dirname(o.persistTo), `wrangler-${o.label.replace(/[^\w.-]+/g, "_")}.log`), dev.output()).catch(() => undefined);
+    await dev.stop();
+    await groupGone(dev.pgid);
+  };
   return {
     label: o.label,
     origin: dev.origin,
@@ -86,8 +94,25 @@ export async function startWorker(o: {
     persistTo: o.persistTo,
     cpu: () => sampleTree(dev.pgid),
     output: dev.output,
-    stop: dev.stop,
+    stop,
   };
+}
+
+/**
+ * Until no process of the group is left. The launcher's stop() returns once wrangler has
+ * exited and the group was sent SIGKILL, but workerd can take a moment to die, holding
+ * its SQLite files: the benchmark writes to them next (seeding).
+ */
+async function groupGone(pgid: number, maxMs = 15_000): Promise<void> {
+  const deadline = Date.now() + maxMs;
+  while (Date.now() < deadline) {
+    try {
+      process.kill(-pgid, 0);
+    } catch {
+      return;
+    }
+    await sleep(50);
+  }
 }
 
 /** Applies the D1 migrations of a snapshot config to a state directory. */
