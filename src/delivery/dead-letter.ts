@@ -15,16 +15,18 @@ export async function deadLetter(s: Services, msg: DeliverMessage | WorkMessage)
     return;
   }
   const ref = parsePartitionName(msg.partition);
-  if (!ref) return;
-  const now = s.now();
-  const failed = await s.store(ref).deadLetter(msg.delivery_id, msg.token, {
-    id: attemptId(ref.shard, now),
-    error: "dead-lettered: the delivery could not be processed after repeated tries",
-    createdAt: now,
-    sameDay: dayOf(now) === ref.day,
-  });
-  if (failed) {
-    if (!failed.sameDay) await s.store({ ...ref, day: dayOf(now) }).record({ attempts: [failed.attempt], settlements: [] });
-    log("error", "delivery_dead_lettered", { delivery_id: msg.delivery_id, event_id: msg.event_id, destination_id: msg.destination_id });
+  if (!ref || !Array.isArray(msg.deliveries)) return;
+  for (const item of msg.deliveries) {
+    const now = s.now();
+    const failed = await s.store(ref).deadLetter(item.delivery_id, item.token, {
+      id: attemptId(ref.shard, now),
+      error: "dead-lettered: the delivery could not be processed after repeated tries",
+      createdAt: now,
+      sameDay: dayOf(now) === ref.day,
+    });
+    if (failed) {
+      if (!failed.sameDay) await s.store({ ...ref, day: dayOf(now) }).record({ attempts: [failed.attempt], settlements: [] });
+      log("error", "delivery_dead_lettered", { delivery_id: item.delivery_id, event_id: msg.event_id, destination_id: item.destination_id });
+    }
   }
 }

@@ -24,7 +24,7 @@ import type { ClaimedEvent, ClaimItem, Settlement } from "../store/types";
 import { attempt, type Outcome } from "./attempt";
 import { envelopeBytes } from "./envelope";
 import { Limiter } from "./limiter";
-import type { DeliverMessage } from "./messages";
+import type { DeliverMessage, DeliveryItem } from "./messages";
 import { recordWriters, type RecordWriters } from "./records";
 
 /** Payload bytes claimed per wave. */
@@ -37,7 +37,7 @@ export const SLOW_MS = 1_000;
 export const RETRY_OURS_SECONDS = 5;
 
 export interface Incoming {
-  /** The queue message's id: it holds the claim on its delivery while it is processed. */
+  /** The queue message's id: it holds the claim on its deliveries while it is processed. */
   id: string;
   body: DeliverMessage;
   /** How many times the queue has handed this message over (1 the first time). */
@@ -62,10 +62,13 @@ export interface BatchReport {
   ours: number;
 }
 
+/** One delivery of a message, waiting for its attempt. */
 interface Waiting {
+  /** The message's index in the batch. */
   index: number;
   ref: PartitionRef;
-  msg: DeliverMessage;
+  eventId: string;
+  item: DeliveryItem;
   messageId: string;
   attempts: number;
 }
@@ -94,37 +97,61 @@ export async function deliverBatch(
   settle: (index: number, what: Settle) => void,
   limiter = new Limiter(),
 ): Promise<BatchReport> {
-  const settled = new Set<number>();
-  const done = (i: number, what: Settle) => {
-    if (settled.has(i)) return;
-    settled.add(i);
-    settle(i, what);
+  // A message is settled once each of its deliveries is: acknowledged when all of them
+  // are, else retried after the longest delay any of them asked for (a retried message
+  // finds its deliveries already recorded settled, and drops them).
+  const left = new Map<number, { items: number; retryIn: number | null }>();
+  const settleMessage = (i: number, what: Settle) => {
+    if (!left.has(i)) settle(i, what);
+    else {
+      const m = left.get(i)!;
+      if (m.items === 0) return;
+      m.items--;
+      if (!what.ack) m.retryIn = Math.max(m.retryIn ?? 0, what.delaySeconds);
+      if (m.items === 0) settle(i, m.retryIn === null ? { ack: true } : { ack: false, delaySeconds: m.retryIn });
+    }
+  };
+  const finished = new Set<Waiting>();
+  const done = (w: Waiting, what: Settle) => {
+    if (finished.has(w)) return;
+    finished.add(w);
+    settleMessage(w.index, what);
   };
   let oursCount = 0;
-  const ours = (i: number) => {
-    if (!settled.has(i)) oursCount++;
-    done(i, { ack: false, delaySeconds: oursDelay(messages[i]?.attempts ?? 1) });
+  const oursMessages = new Set<number>();
+  const ours = (w: Waiting) => {
+    if (!finished.has(w) && !oursMessages.has(w.index)) {
+      oursMessages.add(w.index);
+      oursCount++;
+    }
+    done(w, { ack: false, delaySeconds: oursDelay(w.attempts) });
   };
   const held = new Held();
   let handedBack = 0;
 
-  // Messages that cannot be read are dropped, and so are repeats within the batch.
+  // Messages that cannot be read are dropped, and so are deliveries repeated within the batch.
   let waiting: Waiting[] = [];
   const seen = new Set<string>();
   messages.forEach((m, index) => {
-    const ref = m.body?.kind === "deliver" ? parsePartitionName(m.body.partition) : null;
-    if (!ref || seen.has(m.body.delivery_id)) return done(index, { ack: true });
-    seen.add(m.body.delivery_id);
-    waiting.push({ index, ref, msg: m.body, messageId: m.id, attempts: m.attempts ?? 1 });
+    const ref = m.body?.kind === "deliver" && Array.isArray(m.body.deliveries) ? parsePartitionName(m.body.partition) : null;
+    if (!ref) return settle(index, { ack: true });
+    const items = m.body.deliveries.filter((d) => {
+      if (typeof d?.delivery_id !== "string" || seen.has(d.delivery_id)) return false;
+      seen.add(d.delivery_id);
+      return true;
+    });
+    if (items.length === 0) return settle(index, { ack: true });
+    left.set(index, { items: items.length, retryIn: null });
+    for (const item of items) waiting.push({ index, ref, eventId: m.body.event_id, item, messageId: m.id, attempts: m.attempts ?? 1 });
   });
 
   let destinations = new Map<string, DeliveryDestination>();
   if (waiting.length > 0) {
     try {
-      destinations = await limiter.run("storage", () => destinationsForDelivery(s, waiting.map((w) => w.msg.destination_id)));
+      destinations = await limiter.run("storage", () => destinationsForDelivery(s, waiting.map((w) => w.item.destination_id)));
     } catch (err) {
       log("error", "delivery_load_failed", { error: errorName(err) });
-      for (const w of waiting) ours(w.index);
+      for (const w of waiting) ours(w);
       waiting = [];
     }
   }
@@ -139,7 +166,7 @@ export async function deliverBatch(
       // Every connection is held by a silent destination: the rest goes to another
       // invocation now, not once these time out.
       stalled = true;
-      for (const w of [...unstarted, ...waiting]) done(w.index, { ack: false, delaySeconds: 0 });
+      for (const w of [...unstarted, ...waiting]) done(w, { ack: false, delaySeconds: 0 });
       handedBack = unstarted.length + waiting.length;
       log("warn", "delivery_batch_handed_back", { messages: handedBack });
       waiting = [];
@@ -156,25 +183,25 @@ async function claimWave(
   waiting: Waiting[],
   destinations: Map<string, DeliveryDestination>,
   held: Held,
-  done: (i: number, what: Settle) => void,
-  ours: (i: number) => void,
+  done: (w: Waiting, what: Settle) => void,
+  ours: (w: Waiting) => void,
 ): Promise<{ wave: Ready[]; deferred: Waiting[] }> {
   const wave: Ready[] = [];
   const deferred: Waiting[] = [];
   let budget = WAVE_BUDGET_BYTES;
-  for (const group of groupBy(waiting, (w) => w.msg.partition).values()) {
+  for (const group of groupBy(waiting, (w) => partitionName(w.ref)).values()) {
     if (budget <= 0) {
       deferred.push(...group);
       continue;
     }
     const ref = group[0]!.ref;
-    const items: ClaimItem[] = group.map((w) => ({ deliveryId: w.msg.delivery_id, token: w.msg.token, messageId: w.messageId }));
+    const items: ClaimItem[] = group.map((w) => ({ deliveryId: w.item.delivery_id, token: w.item.token, messageId: w.messageId }));
     let claimed;
     try {
       claimed = await limiter.run("storage", () => s.store(ref).claim(items, budget));
     } catch (err) {
       log("error", "delivery_claim_failed", { partition: partitionName(ref), error: errorName(err) });
-      for (const w of group) ours(w.index);
+      for (const w of group) ours(w);
       continue;
     }
     const events = new Map(claimed.events.map((e) => [e.id, { event: e, bytes: utf8Length(e.payload) }]));
@@ -185,13 +212,13 @@ async function claimWave(
     const used = new Set<string>();
     claimed.results.forEach((r, i) => {
       const w = group[i]!;
-      if (r.kind === "drop") return done(w.index, { ack: true });
-      if (r.kind === "busy") return done(w.index, { ack: false, delaySeconds: Math.max(1, Math.ceil(r.retryInMs / 1000)) });
+      if (r.kind === "drop") return done(w, { ack: true });
+      if (r.kind === "busy") return done(w, { ack: false, delaySeconds: Math.max(1, Math.ceil(r.retryInMs / 1000)) });
       if (r.kind === "deferred") return deferred.push(w);
-      const destination = destinations.get(w.msg.destination_id);
+      const destination = destinations.get(w.item.destination_id);
       const e = events.get(r.eventId);
       // Deleted since it was queued: nothing to send, nothing to record.
-      if (!destination || !e) return done(w.index, { ack: true });
+      if (!destination || !e) return done(w, { ack: true });
       used.add(r.eventId);
       wave.push({ ...w, destination, event: e.event, eventBytes: e.bytes, attemptCount: r.attemptCount, attemptsInRun: r.attemptsInRun });
     });
@@ -211,8 +238,8 @@ function runWave(
   held: Held,
   slots: number,
   run: (r: Ready) => Promise<Settle>,
-  done: (i: number, what: Settle) => void,
-  ours: (i: number) => void,
+  done: (w: Waiting, what: Settle) => void,
+  ours: (w: Waiting) => void,
   stall: (unstarted: Ready[]) => void,
 ): Promise<void> {
   const left = new Map<string, number>();
@@ -245,10 +272,10 @@ function runWave(
         held.add(bytes);
         inFlight.set(r, Date.now());
         run(r)
-          .then((what) => done(r.index, what))
+          .then((what) => done(r, what))
           .catch((err) => {
-            log("error", "delivery_crashed", { delivery_id: r.msg.delivery_id, error: errorName(err) });
-            ours(r.index);
+            log("error", "delivery_crashed", { delivery_id: r.item.delivery_id, error: errorName(err) });
+            ours(r);
           })
           .finally(() => {
             held.add(-bytes);
@@ -277,7 +304,7 @@ async function attemptAndSettle(s: Services, limiter: Limiter, writers: RecordWr
     attemptInRun: r.attemptsInRun + 1,
   });
   if (outcome.kind === "ours") {
-    log("warn", "delivery_deferred", { delivery_id: r.msg.delivery_id, destination_id: r.destination.id, reason: outcome.error.slice(0, 200) });
+    log("warn", "delivery_deferred", { delivery_id: r.item.delivery_id, destination_id: r.destination.id, reason: outcome.error.slice(0, 200) });
     return { ack: false, delaySeconds: oursDelay(r.attempts) };
   }
 
@@ -292,14 +319,14 @@ async function attemptAndSettle(s: Services, limiter: Limiter, writers: RecordWr
     createdAt: now,
   };
   const settlement: Settlement = {
-    deliveryId: r.msg.delivery_id,
-    token: r.msg.token,
+    deliveryId: r.item.delivery_id,
+    token: r.item.token,
     messageId: r.messageId,
     status: outcome.kind === "succeeded" ? "succeeded" : outcome.kind === "cancelled" ? "cancelled" : outcome.kind === "retry" ? "pending" : "failed",
     attempt: record,
     ...(outcome.kind === "retry" ? { retryAfterSeconds: outcome.delaySeconds } : {}),
   };
-  const row = { ...record, deliveryId: r.msg.delivery_id, eventId: r.msg.event_id, destinationId: r.destination.id, responseBody: outcome.responseBody };
+  const row = { ...record, deliveryId: r.item.delivery_id, eventId: r.eventId, destinationId: r.destination.id, responseBody: outcome.responseBody };
   // The attempt goes to the partition of the day it was made, in the event's shard: for
   // today's events that is the event's own partition, in the same write.
   const attemptRef = { ...r.ref, day: dayOf(now) };
@@ -307,8 +334,8 @@ async function attemptAndSettle(s: Services, limiter: Limiter, writers: RecordWr
   const counted = await writers.write(r.ref, { attempts: sameDay ? [row] : [], settlements: [settlement] });
   if (!sameDay) await writers.write(attemptRef, { attempts: [row], settlements: [] });
   log("info", "delivery_attempt", {
-    delivery_id: r.msg.delivery_id,
-    event_id: r.msg.event_id,
+    delivery_id: r.item.delivery_id,
+    event_id: r.eventId,
     destination_id: r.destination.id,
     attempt: record.number,
     outcome: record.outcome,

@@ -4,23 +4,47 @@
  */
 import { partitionName, type PartitionRef } from "../store/ids";
 
-/** krafter-deliver: one attempt of one delivery (an event to one destination). */
-export interface DeliverMessage {
-  kind: "deliver";
-  /** The partition of the event: `source/day/shard`. */
-  partition: string;
+/** One delivery (an event to one destination) a deliver message asks to attempt. */
+export interface DeliveryItem {
   delivery_id: string;
-  event_id: string;
   destination_id: string;
   /** The delivery's token when this message was sent: an older message is stale. */
   token: string;
 }
 
+/**
+ * krafter-deliver: the next attempt of one event's deliveries, one or more. A fan-out
+ * sends one message per event, whatever the number of its destinations (queue
+ * operations are billed and rate-limited per message); a retry, a redeliver or a replay
+ * to one destination sends one with that delivery alone.
+ */
+export interface DeliverMessage {
+  kind: "deliver";
+  /** The partition of the event: `source/day/shard`. */
+  partition: string;
+  event_id: string;
+  deliveries: DeliveryItem[];
+}
+
+/** At most this many deliveries in one message (a message holds at most 128 KB; each item is under 150 bytes). */
+export const MAX_DELIVERIES_PER_MESSAGE = 100;
+
 export function deliverMessage(
   ref: PartitionRef,
-  d: { deliveryId: string; eventId: string; destinationId: string; token: string },
+  eventId: string,
+  items: { deliveryId: string; destinationId: string; token: string }[],
 ): DeliverMessage {
-  return { kind: "deliver", partition: partitionName(ref), delivery_id: d.deliveryId, event_id: d.eventId, destination_id: d.destinationId, token: d.token };
+  return {
+    kind: "deliver",
+    partition: partitionName(ref),
+    event_id: eventId,
+    deliveries: items.map((d) => ({ delivery_id: d.deliveryId, destination_id: d.destinationId, token: d.token })),
+  };
+}
+
+/** The queue a message goes to: its destination's when it has one delivery, else its event's. */
+export function queueKeyOf(msg: DeliverMessage): string {
+  return msg.deliveries.length === 1 ? msg.deliveries[0]!.destination_id : msg.event_id;
 }
 
 /** krafter-work: background removal of a deleted source's or destination's data from its partitions. */

@@ -30,6 +30,13 @@ async function readBounded(req: Request, limit: number): Promise<Uint8Array> {
   const declared = req.headers.get("content-length");
   if (declared !== null && Number(declared) > limit) throw tooLarge(limit);
   if (!req.body) return new Uint8Array(0);
+  // A declared length within the limit: HTTP framing holds the body to it, so it is read
+  // in one step. Without one (chunked), it is counted as it streams in.
+  if (declared !== null && /^\d+$/.test(declared)) {
+    const whole = new Uint8Array(await req.arrayBuffer());
+    if (whole.length > limit) throw tooLarge(limit);
+    return whole;
+  }
   const reader = req.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;

@@ -9,7 +9,7 @@
  *   transaction (it is `pending`), and carried out by the object itself right after
  *   (`drain`), retried by its alarm until done.
  * - fan-out (drain): the source's enabled destinations, `targetsFor` each event, one
- *   delivery row and one deliver message (outbox) per target, atomically.
+ *   delivery row per target and one deliver message (outbox) for them all, atomically.
  * - claim / record: the deliver consumer claims the deliveries of its messages, attempts
  *   them, and records the attempts and the deliveries' new state, a batch per call.
  * - retention: the alarm drops the whole partition (`deleteAll`) once its day is older
@@ -21,7 +21,7 @@ import { drizzle } from "drizzle-orm/durable-sqlite";
 import { migrate } from "drizzle-orm/durable-sqlite/migrator";
 import migrations from "../../drizzle/store/migrations.js";
 import type { Env } from "../config";
-import { deliverMessage, sendAll, type DeliverMessage } from "../delivery/messages";
+import { deliverMessage, MAX_DELIVERIES_PER_MESSAGE, queueKeyOf, sendAll, type DeliverMessage } from "../delivery/messages";
 import { parsedPayload, targetsFor } from "../delivery/targets";
 import { log } from "../log";
 import { meter, meteredSql } from "../meter";
@@ -30,7 +30,7 @@ import { targetsOf } from "../db/destinations";
 import { doubleShards, lookupChain, registerPartition, removePartitionBit, type Registration } from "../db/partitions";
 import { dayStart, DAY_MS, IdMaker, parsePartitionName, partitionName, shardOfKey, type PartitionRef } from "./ids";
 import { isPowerOfTwo, MAX_DAY_SHARDS } from "./shards";
-import { attemptsPage, deliveriesOfEvent, destinationRows, eventsPage, pendingEvents, replayPage, type PartitionDb } from "./queries";
+import { attemptsPage, deliveriesOfEvent, destinationRows, eventsPage, hotStatements, pendingEvents, replayPage, type HotStatements, type PartitionDb } from "./queries";
 import * as schema from "./schema";
 import { attempts, deliveries, events, outbox } from "./schema";
 import type {
@@ -78,6 +78,8 @@ const SPLIT_WINDOW_MS = 30_000;
 
 export class EventStore extends DurableObject<Env> {
   private readonly db: Db;
+  /** The per-event, per-delivery and per-attempt statements, built once. */
+  private readonly q: HotStatements;
   private readonly ref: PartitionRef;
   private readonly ids: IdMaker;
   private readonly s: Services;
@@ -104,13 +106,33 @@ export class EventStore extends DurableObject<Env> {
     this.s = servicesFor(env);
     if (this.s.config.meter) meteredSql(ctx.storage);
     this.db = drizzle(ctx.storage, { schema });
+    this.q = hotStatements(this.db);
     // Only a partition that holds something has tables: a stray call to one that was
     // dropped (or never written) must not bring it back as empty storage.
     if (this.registration) ctx.blockConcurrencyWhile(() => migrate(this.db, migrations));
   }
 
+  /**
+   * This object's few settings (registration, shard count, sealed, drop time), read from
+   * its storage once and then from memory: only this object writes them, so the copy
+   * stays true (and deleteAll forgets it with them).
+   */
+  private readonly kvMemo = new Map<string, unknown>();
+
+  private kvGet<T>(key: string): T | undefined {
+    if (this.kvMemo.has(key)) return this.kvMemo.get(key) as T | undefined;
+    const value = this.ctx.storage.kv.get<T>(key);
+    this.kvMemo.set(key, value);
+    return value;
+  }
+
+  private kvPut(key: string, value: unknown): void {
+    this.ctx.storage.kv.put(key, value);
+    this.kvMemo.set(key, value);
+  }
+
   private get registration(): Registration | undefined {
-    return this.ctx.storage.kv.get<Registration>(KV.registration);
+    return this.kvGet<Registration>(KV.registration);
   }
 
   /** First write: the tables, the bookkeeping row in D1, the retention alarm. */
@@ -122,20 +144,20 @@ export class EventStore extends DurableObject<Env> {
     if (this.registration) return this.registration; // a concurrent first write got here first
     await migrate(this.db, migrations);
     const dropAt = dayStart(this.ref.day + 1 + this.s.config.retentionDays);
-    this.ctx.storage.kv.put(KV.dropAt, dropAt);
-    this.ctx.storage.kv.put(KV.shards, reg.today.shards);
-    this.ctx.storage.kv.put(KV.registration, reg);
+    this.kvPut(KV.dropAt, dropAt);
+    this.kvPut(KV.shards, reg.today.shards);
+    this.kvPut(KV.registration, reg);
     await this.armAlarm();
     return reg;
   }
 
   /** The day's shard count as this partition knows it: at least what routers and other partitions told it. */
   private get shards(): number {
-    return this.ctx.storage.kv.get<number>(KV.shards) ?? 1;
+    return this.kvGet<number>(KV.shards) ?? 1;
   }
 
   private learnShards(n: number): void {
-    if (isPowerOfTwo(n) && n <= MAX_DAY_SHARDS && n > this.shards) this.ctx.storage.kv.put(KV.shards, n);
+    if (isPowerOfTwo(n) && n <= MAX_DAY_SHARDS && n > this.shards) this.kvPut(KV.shards, n);
   }
 
   /** Whether an event with this key belongs here now; if not, the count it belongs under. */
@@ -153,7 +175,7 @@ export class EventStore extends DurableObject<Env> {
    * window spans splits and midnight.
    */
   async ingest(req: IngestRequest, shards: number): Promise<IngestResult> {
-    if (this.ctx.storage.kv.get<boolean>(KV.sealed)) return { kind: "sealed" };
+    if (this.kvGet<boolean>(KV.sealed)) return { kind: "sealed" };
     const reg = await this.register();
     if (reg === "source_gone") return { kind: "source_gone" };
     this.learnShards(shards);
@@ -176,31 +198,38 @@ export class EventStore extends DurableObject<Env> {
         if (found) return { kind: "duplicate", eventId: found };
       }
       // While we asked, this partition may have been sealed or told of a larger count.
-      if (this.ctx.storage.kv.get<boolean>(KV.sealed)) return { kind: "sealed" };
+      if (this.kvGet<boolean>(KV.sealed)) return { kind: "sealed" };
       moved = this.misplaced(key);
       if (moved !== null) return { kind: "moved", shards: moved };
     }
     const id = this.idAt(req.receivedAt);
-    const inserted = this.db
-      .insert(events)
-      .values({
+    // With the source's destinations at hand, the fan-out is written with the event, in
+    // one transaction; otherwise the event is left pending for the drain to fan out.
+    const targets = this.freshTargets();
+    const now = this.now();
+    let queued = 0;
+    const inserted = this.ctx.storage.transactionSync(() => {
+      const row = this.q.insertEvent.get({
         id,
         type: req.type,
         dedupeKey: key,
         payload: req.payload,
         payloadIsJson: req.payloadIsJson,
         headers: req.headers,
-        status: "pending",
+        status: targets ? "dispatched" : "pending",
         receivedAt: req.receivedAt,
-      })
-      .onConflictDoNothing()
-      .returning({ id: events.id })
-      .get();
+      });
+      if (row && targets) {
+        queued = this.queueDeliveries(id, targetsFor(targets, { type: req.type, payload: () => parsedPayload(req.payload, req.payloadIsJson) }), now);
+      }
+      return row;
+    });
     if (!inserted) {
       // A concurrent request with the same key won the insert while we looked elsewhere.
       return { kind: "duplicate", eventId: this.eventIdByKey(key!)! };
     }
-    await this.workWritten();
+    // Work left: the fan-out (pending) or the messages of the deliveries just written.
+    if (!targets || queued > 0) await this.workWritten();
     if (++this.inserts % SPLIT_CHECK_EVERY === 0) this.ctx.waitUntil(this.considerSplit());
     return { kind: "stored", eventId: id };
   }
@@ -213,12 +242,12 @@ export class EventStore extends DurableObject<Env> {
 
   /** An event's payload parsed as JSON, for a payload filter (once per event by targetsFor). */
   private parsedPayload(id: string): { json: unknown } | undefined {
-    const e = this.db.select({ payload: events.payload, payloadIsJson: events.payloadIsJson }).from(events).where(eq(events.id, id)).get();
+    const e = this.q.payloadOf.get({ id });
     return e ? parsedPayload(e.payload, e.payloadIsJson) : undefined;
   }
 
   private eventIdByKey(key: string): string | undefined {
-    return this.db.select({ id: events.id }).from(events).where(eq(events.dedupeKey, key)).get()?.id;
+    return this.q.eventIdByKey.get({ key })?.id;
   }
 
   /**
@@ -229,7 +258,7 @@ export class EventStore extends DurableObject<Env> {
    */
   async lookupKey(key: string, opts: { seal?: boolean; shards?: number }): Promise<string | null> {
     if (!this.registration) return null;
-    if (opts.seal && !this.ctx.storage.kv.get<boolean>(KV.sealed)) this.ctx.storage.kv.put(KV.sealed, true);
+    if (opts.seal && !this.kvGet<boolean>(KV.sealed)) this.kvPut(KV.sealed, true);
     if (opts.shards !== undefined) this.learnShards(opts.shards);
     return this.eventIdByKey(key) ?? null;
   }
@@ -275,10 +304,16 @@ export class EventStore extends DurableObject<Env> {
     this.targetsEpoch++;
   }
 
-  private async loadTargets(): Promise<TargetDestination[]> {
+  /** The source's destinations if read within TARGETS_TTL_MS and not changed since, else null. */
+  private freshTargets(): TargetDestination[] | null {
     const t = this.targets;
+    return t && t.epoch === this.targetsEpoch && this.now() - t.at < TARGETS_TTL_MS ? t.list : null;
+  }
+
+  private async loadTargets(): Promise<TargetDestination[]> {
+    const fresh = this.freshTargets();
+    if (fresh) return fresh;
     const now = this.now();
-    if (t && t.epoch === this.targetsEpoch && now - t.at < TARGETS_TTL_MS) return t.list;
     const epoch = this.targetsEpoch;
     const list = await targetsOf(this.s, this.ref.sourceId);
     this.targets = { epoch, at: now, list };
@@ -343,55 +378,64 @@ export class EventStore extends DurableObject<Env> {
     if (pending.length === 0) return false;
     const targets = await this.loadTargets();
     const now = this.now();
-    this.db.transaction((tx) => {
+    this.ctx.storage.transactionSync(() => {
       for (const e of pending) {
         // Still pending: a concurrent round may have taken it while we read D1.
-        const fresh = tx.update(events).set({ status: "dispatched" }).where(and(eq(events.id, e.id), eq(events.status, "pending"))).returning({ id: events.id }).get();
-        if (!fresh) continue;
-        for (const destinationId of targetsFor(targets, { type: e.type, payload: () => this.parsedPayload(e.id) })) this.queueDelivery(tx, e.id, destinationId, now);
+        if (!this.q.markDispatched.get({ id: e.id })) continue;
+        this.queueDeliveries(e.id, targetsFor(targets, { type: e.type, payload: () => this.parsedPayload(e.id) }), now);
       }
     });
     return true;
   }
 
-  /** A new pending delivery, or an existing one put back to pending, with its message in the outbox. */
-  private queueDelivery(tx: Db, eventId: string, destinationId: string, now: number, existing?: { id: string }): void {
-    const token = newToken();
-    let deliveryId: string;
-    if (existing) {
-      deliveryId = existing.id;
-      tx.update(deliveries)
-        .set({ status: "pending", token, claimedBy: null, claimedUntil: 0, attemptsInRun: 0, nextAttemptAt: now, updatedAt: now })
-        .where(eq(deliveries.id, deliveryId))
-        .run();
-    } else {
-      deliveryId = this.idAt(now);
-      tx.insert(deliveries)
-        .values({ id: deliveryId, eventId, destinationId, status: "pending", token, nextAttemptAt: now, createdAt: now, updatedAt: now })
-        .run();
+  /**
+   * An event's deliveries to these destinations, new (none may exist yet) or put back to
+   * pending (`existing`, by destination), with one message for them all in the outbox;
+   * inside the caller's transaction. Returns how many were queued.
+   */
+  private queueDeliveries(eventId: string, destinationIds: string[], now: number, existing?: Map<string, string>): number {
+    const items: { deliveryId: string; destinationId: string; token: string }[] = [];
+    for (const destinationId of destinationIds) {
+      const token = newToken();
+      const known = existing?.get(destinationId);
+      if (known !== undefined) {
+        this.db
+          .update(deliveries)
+          .set({ status: "pending", token, claimedBy: null, claimedUntil: 0, attemptsInRun: 0, nextAttemptAt: now, updatedAt: now })
+          .where(eq(deliveries.id, known))
+          .run();
+        items.push({ deliveryId: known, destinationId, token });
+      } else {
+        const deliveryId = this.idAt(now);
+        this.q.insertDelivery.run({ id: deliveryId, eventId, destinationId, token, now });
+        items.push({ deliveryId, destinationId, token });
+      }
     }
-    this.enqueue(tx, deliverMessage(this.ref, { deliveryId, eventId, destinationId, token }), 0, now);
+    for (let i = 0; i < items.length; i += MAX_DELIVERIES_PER_MESSAGE) {
+      this.enqueue(deliverMessage(this.ref, eventId, items.slice(i, i + MAX_DELIVERIES_PER_MESSAGE)), 0, now);
+    }
+    return items.length;
   }
 
-  private enqueue(tx: Db, msg: DeliverMessage, delaySeconds: number, now: number): void {
-    tx.insert(outbox).values({ kind: "deliver", destinationId: msg.destination_id, body: msg, delaySeconds, createdAt: now }).run();
+  private enqueue(msg: DeliverMessage, delaySeconds: number, now: number): void {
+    this.q.insertOutbox.run({ queueKey: queueKeyOf(msg), body: msg, delaySeconds, now });
   }
 
   /** Sends what the outbox holds, oldest first, and forgets each message once the queue has it. */
   private async flushOutbox(): Promise<void> {
     for (;;) {
-      const rows = this.db.select().from(outbox).orderBy(asc(outbox.seq)).limit(FLUSH_ROWS).all();
+      const rows = this.q.outboxHead.all({ limit: FLUSH_ROWS });
       if (rows.length === 0) return;
       const byQueue = new Map<Queue<DeliverMessage>, { body: DeliverMessage; delaySeconds: number }[]>();
       for (const r of rows) {
-        const q = this.s.queues.deliver(r.destinationId);
+        const q = this.s.queues.deliver(r.queueKey);
         const list = byQueue.get(q) ?? [];
         list.push({ body: r.body as DeliverMessage, delaySeconds: r.delaySeconds });
         byQueue.set(q, list);
       }
       for (const [q, msgs] of byQueue) await sendAll(q, msgs);
       // The lowest seqs, read in order: exactly the rows up to the last one sent.
-      this.db.delete(outbox).where(lte(outbox.seq, rows[rows.length - 1]!.seq)).run();
+      this.q.outboxSent.run({ seq: rows[rows.length - 1]!.seq });
       if (rows.length < FLUSH_ROWS) return;
     }
   }
@@ -412,7 +456,7 @@ export class EventStore extends DurableObject<Env> {
     const loaded = new Map<string, ClaimResponse["events"][number]>();
     let bytes = 0;
     for (const item of items) {
-      const d = this.db.select().from(deliveries).where(eq(deliveries.id, item.deliveryId)).get();
+      const d = this.q.deliveryState.get({ id: item.deliveryId });
       if (!d) results.push({ kind: "drop", deliveryId: item.deliveryId, reason: "gone" });
       else if (d.token !== item.token) results.push({ kind: "drop", deliveryId: d.id, reason: "stale" });
       else if (d.status !== "pending") results.push({ kind: "drop", deliveryId: d.id, reason: "settled" });
@@ -420,7 +464,7 @@ export class EventStore extends DurableObject<Env> {
       else {
         let event = loaded.get(d.eventId);
         if (!event) {
-          const size = this.db.select({ n: sql<number>`length(CAST(${events.payload} AS BLOB))` }).from(events).where(eq(events.id, d.eventId)).get();
+          const size = this.q.payloadBytes.get({ id: d.eventId });
           if (!size) {
             results.push({ kind: "drop", deliveryId: d.id, reason: "gone" });
             continue;
@@ -430,14 +474,10 @@ export class EventStore extends DurableObject<Env> {
             continue;
           }
           bytes += size.n;
-          event = this.db
-            .select({ id: events.id, type: events.type, payload: events.payload, payloadIsJson: events.payloadIsJson })
-            .from(events)
-            .where(eq(events.id, d.eventId))
-            .get()!;
+          event = this.q.eventForAttempt.get({ id: d.eventId })!;
           loaded.set(d.eventId, event);
         }
-        this.db.update(deliveries).set({ claimedBy: item.messageId, claimedUntil: until }).where(eq(deliveries.id, d.id)).run();
+        this.q.claim.run({ id: d.id, by: item.messageId, until });
         results.push({ kind: "claimed", deliveryId: d.id, eventId: d.eventId, destinationId: d.destinationId, attemptCount: d.attemptCount, attemptsInRun: d.attemptsInRun });
       }
     }
@@ -459,34 +499,30 @@ export class EventStore extends DurableObject<Env> {
     }
     const now = this.now();
     let queued = false;
-    const settled = this.db.transaction((tx) => {
-      for (const a of req.attempts) tx.insert(attempts).values(a).onConflictDoNothing().run();
+    const settled = this.ctx.storage.transactionSync(() => {
+      for (const a of req.attempts) this.q.insertAttempt.run({ ...a });
       return req.settlements.map((st) => {
-        const d = tx.select().from(deliveries).where(eq(deliveries.id, st.deliveryId)).get();
+        const d = this.q.deliveryState.get({ id: st.deliveryId });
         if (!d || d.token !== st.token || d.claimedBy !== st.messageId || d.status !== "pending") return false;
         const retry = st.retryAfterSeconds !== undefined;
         const token = retry ? newToken() : d.token;
-        tx.update(deliveries)
-          .set({
-            status: st.status,
-            token,
-            claimedBy: null,
-            claimedUntil: 0,
-            attemptCount: d.attemptCount + 1,
-            attemptsInRun: d.attemptsInRun + 1,
-            nextAttemptAt: retry ? st.attempt.createdAt + st.retryAfterSeconds! * 1000 : null,
-            lastAttemptId: st.attempt.id,
-            lastAttemptAt: st.attempt.createdAt,
-            lastOutcome: st.attempt.outcome,
-            lastStatusCode: st.attempt.statusCode,
-            lastError: st.attempt.error,
-            lastDurationMs: st.attempt.durationMs,
-            updatedAt: now,
-          })
-          .where(eq(deliveries.id, d.id))
-          .run();
+        this.q.settle.run({
+          id: d.id,
+          status: st.status,
+          token,
+          attemptCount: d.attemptCount + 1,
+          attemptsInRun: d.attemptsInRun + 1,
+          nextAttemptAt: retry ? st.attempt.createdAt + st.retryAfterSeconds! * 1000 : null,
+          lastAttemptId: st.attempt.id,
+          lastAttemptAt: st.attempt.createdAt,
+          lastOutcome: st.attempt.outcome,
+          lastStatusCode: st.attempt.statusCode,
+          lastError: st.attempt.error,
+          lastDurationMs: st.attempt.durationMs,
+          now,
+        });
         if (retry) {
-          this.enqueue(tx, deliverMessage(this.ref, { deliveryId: d.id, eventId: d.eventId, destinationId: d.destinationId, token }), st.retryAfterSeconds!, now);
+          this.enqueue(deliverMessage(this.ref, d.eventId, [{ deliveryId: d.id, destinationId: d.destinationId, token }]), st.retryAfterSeconds!, now);
           queued = true;
         }
         return true;
@@ -619,6 +655,8 @@ export class EventStore extends DurableObject<Env> {
     const result: RecoveryResult = { queued: 0, alreadyPending: 0 };
     this.db.transaction((tx) => {
       for (const eventId of eventIds) {
+        const toQueue: string[] = [];
+        const existing = new Map<string, string>();
         for (const destinationId of destinationIds) {
           const d = tx
             .select({ id: deliveries.id, status: deliveries.status })
@@ -629,9 +667,10 @@ export class EventStore extends DurableObject<Env> {
             result.alreadyPending++;
             continue;
           }
-          this.queueDelivery(tx, eventId, destinationId, now, d);
-          result.queued++;
+          if (d) existing.set(destinationId, d.id);
+          toQueue.push(destinationId);
         }
+        result.queued += this.queueDeliveries(eventId, toQueue, now, existing);
       }
       // An event still waiting for its first fan-out has its deliveries now.
       tx.update(events).set({ status: "dispatched" }).where(and(inJson(events.id, eventIds), eq(events.status, "pending"))).run();
@@ -679,11 +718,11 @@ export class EventStore extends DurableObject<Env> {
 
   /**
    * Removes what belongs to a deleted destination, a chunk at a time: returns true when
-   * nothing of it is left. Its messages still in the outbox go too.
+   * nothing of it is left.
    */
   async purgeDestination(destinationId: string): Promise<boolean> {
     if (!this.registration) return true;
-    this.db.delete(outbox).where(eq(outbox.destinationId, destinationId)).run();
+    // Its messages still in the outbox are sent all the same: they find no delivery and are dropped.
     for (const table of [deliveries, attempts] as const) {
       for (let i = 0; i < 10; i++) {
         const ids = destinationRows(this.db, table, destinationId, PURGE_CHUNK).all();
@@ -700,6 +739,7 @@ export class EventStore extends DurableObject<Env> {
     const wasRegistered = this.registration !== undefined;
     const started = Date.now();
     await this.ctx.storage.deleteAll();
+    this.kvMemo.clear();
     const durationMs = Date.now() - started;
     this.targets = null;
     if (wasRegistered) await removePartitionBit(this.s, this.ref);
@@ -708,7 +748,7 @@ export class EventStore extends DurableObject<Env> {
 
   override async alarm(): Promise<void> {
     if (this.s.config.meter) meter.doAlarms++;
-    const dropAt = this.ctx.storage.kv.get<number>(KV.dropAt);
+    const dropAt = this.kvGet<number>(KV.dropAt);
     if (dropAt !== undefined && this.now() >= dropAt) return this.drop();
     // This alarm is spent: the drain sets the next one (a retry, or the drop).
     this.alarmBy = null;
@@ -723,11 +763,9 @@ export class EventStore extends DurableObject<Env> {
    * it finds nothing and sets the drop, one alarm instead of a setAlarm per write.
    */
   private async armAlarm(): Promise<void> {
-    const dropAt = this.ctx.storage.kv.get<number>(KV.dropAt);
+    const dropAt = this.kvGet<number>(KV.dropAt);
     if (dropAt === undefined) return;
-    const workLeft =
-      this.db.select({ n: sql<number>`1` }).from(outbox).limit(1).get() !== undefined ||
-      this.db.select({ n: sql<number>`1` }).from(events).where(eq(events.status, "pending")).limit(1).get() !== undefined;
+    const workLeft = this.q.anyOutbox.get() !== undefined || this.q.anyPending.get() !== undefined;
     const current = this.alarmSpent ? null : await this.ctx.storage.getAlarm();
     this.alarmSpent = false;
     if (workLeft) {

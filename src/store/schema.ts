@@ -107,7 +107,6 @@ export const attempts = sqliteTable(
   (t) => [
     index("attempts_destination_idx").on(t.destinationId, t.id),
     index("attempts_destination_outcome_idx").on(t.destinationId, t.outcome, t.id),
-    index("attempts_delivery_idx").on(t.deliveryId, t.id),
   ],
 );
 
@@ -117,10 +116,12 @@ export const attempts = sqliteTable(
  * the next drain (the object's alarm), so nothing written is ever left unsent.
  */
 export const outbox = sqliteTable("outbox", {
-  seq: integer("seq").primaryKey({ autoIncrement: true }),
+  /** The rowid: increasing while rows wait (no AUTOINCREMENT, which writes sqlite_sequence on every insert). */
+  seq: integer("seq").primaryKey(),
   /** deliver: a deliver message; gate: a hand-over to a destination's gate. */
   kind: text("kind", { enum: ["deliver", "gate"] }).notNull(),
-  destinationId: text("destination_id").notNull(),
+  /** What picks the deliver queue (messages.ts queueKeyOf): a destination id, or an event id for a message to several. */
+  queueKey: text("queue_key").notNull(),
   body: text("body", { mode: "json" }).notNull(),
   delaySeconds: integer("delay_seconds").notNull().default(0),
   createdAt: integer("created_at").notNull(),

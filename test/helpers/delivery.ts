@@ -107,7 +107,7 @@ export async function insertDelivery(
       .run(),
   );
   partitionOfDelivery.set(id, ref);
-  return deliverMessage(ref, { deliveryId: id, eventId, destinationId, token });
+  return deliverMessage(ref, eventId, [{ deliveryId: id, destinationId, token }]);
 }
 
 function deliveryPartition(deliveryId: string): PartitionRef {
@@ -132,8 +132,9 @@ export async function deliveryRow(deliveryId: string) {
 
 /** The message that may make a delivery's next attempt (it carries the delivery's current token). */
 export async function currentMessage(first: DeliverMessage): Promise<DeliverMessage> {
-  const row = await deliveryRow(first.delivery_id);
-  return { ...first, token: row!.token };
+  const item = first.deliveries[0]!;
+  const row = await deliveryRow(item.delivery_id);
+  return { ...first, deliveries: [{ ...item, token: row!.token }] };
 }
 
 /**
@@ -268,12 +269,12 @@ export async function countFor(sourceId: string, table: "deliveries" | "attempts
 
 /** An attempt row for a seeded delivery, in its partition. */
 export async function insertAttempt(msg: DeliverMessage, number: number, outcome: schema.AttemptOutcome = "failed"): Promise<string> {
-  const ref = deliveryPartition(msg.delivery_id);
+  const ref = deliveryPartition(msg.deliveries[0]!.delivery_id);
   const id = new IdMaker(ref.shard).next(Date.now());
   await inPartition(ref, (db) =>
     db
       .insert(schema.attempts)
-      .values({ id, deliveryId: msg.delivery_id, eventId: msg.event_id, destinationId: msg.destination_id, number, outcome, statusCode: 500, error: null, durationMs: 12, responseBody: "boom", createdAt: Date.now() })
+      .values({ id, deliveryId: msg.deliveries[0]!.delivery_id, eventId: msg.event_id, destinationId: msg.deliveries[0]!.destination_id, number, outcome, statusCode: 500, error: null, durationMs: 12, responseBody: "boom", createdAt: Date.now() })
       .run(),
   );
   return id;

@@ -3,6 +3,7 @@
  * what is recorded, and what the queue is told. Every attempt's message is acknowledged
  * once recorded; a retry is a new message (a new token on the delivery) with its delay.
  */
+import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { Webhook } from "standardwebhooks";
 import { beforeEach, describe, expect, it } from "vitest";
@@ -10,7 +11,9 @@ import type { Env } from "../../src/config";
 import { servicesFor } from "../../src/services";
 import { call, createAccount, createDestination, createSource, envWith, mailbox, setDns, type Account } from "../helpers/api";
 import { forgetDeliveryDestination } from "../../src/db/destinations";
-import { attemptRows, currentMessage, deliveryRow, destinationRow, insertDelivery, insertEvent, retryDelay, runQueue } from "../helpers/delivery";
+import { attemptRows, currentMessage, deliveryRow, destinationRow, eventPartition, insertDelivery, insertEvent, partition, retryDelay, runQueue } from "../helpers/delivery";
+import type { DeliverMessage } from "../../src/delivery/messages";
+import type { EventStore } from "../../src/store/event-store";
 
 let account: Account;
 let sourceId: string;
@@ -44,8 +47,8 @@ describe("a successful attempt", () => {
       data: JSON.parse(payload),
       source_id: sourceId,
     });
-    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "succeeded", attempt_count: 1 });
-    const [attempt] = await attemptRows(msg.delivery_id);
+    expect(await deliveryRow(msg.deliveries[0]!.delivery_id)).toMatchObject({ status: "succeeded", attempt_count: 1 });
+    const [attempt] = await attemptRows(msg.deliveries[0]!.delivery_id);
     expect(attempt).toMatchObject({ number: 1, outcome: "succeeded", status_code: 200, error: null, response_body: "thanks" });
     expect(attempt!.duration_ms).toBeGreaterThanOrEqual(0);
   });
@@ -67,7 +70,7 @@ describe("a successful attempt", () => {
     const again = await runQueue("krafter-deliver", [msg, msg]);
     expect(again.explicitAcks).toEqual(again.ids);
     expect(await box.requests()).toHaveLength(1);
-    expect(await attemptRows(msg.delivery_id)).toHaveLength(1);
+    expect(await attemptRows(msg.deliveries[0]!.delivery_id)).toHaveLength(1);
   });
 
   it("signs with both the new and the old secret for 24 h after a rotation", async () => {
@@ -111,22 +114,22 @@ describe("failed attempts and the retry schedule", () => {
     expect(first.explicitAcks).toEqual(first.ids);
     expect(first.retryMessages).toEqual([]);
     // 5 s plus at most 10 % jitter.
-    expect(await retryDelay(msg.delivery_id)).toBeGreaterThanOrEqual(5);
-    expect(await retryDelay(msg.delivery_id)).toBeLessThanOrEqual(6);
+    expect(await retryDelay(msg.deliveries[0]!.delivery_id)).toBeGreaterThanOrEqual(5);
+    expect(await retryDelay(msg.deliveries[0]!.delivery_id)).toBeLessThanOrEqual(6);
     // The retry is a new message: the first one is stale now and sends nothing.
     const next = await currentMessage(msg);
-    expect(next.token).not.toBe(msg.token);
+    expect(next.deliveries[0]!.token).not.toBe(msg.deliveries[0]!.token);
     const stale = await runQueue("krafter-deliver", [msg], { env: scheduled });
     expect(stale.explicitAcks).toEqual(stale.ids);
     expect(await box.requests()).toHaveLength(1);
 
     const second = await runQueue("krafter-deliver", [next], { env: scheduled });
     expect(second.explicitAcks).toEqual(second.ids);
-    expect(await retryDelay(msg.delivery_id)).toBeGreaterThanOrEqual(300);
-    expect(await retryDelay(msg.delivery_id)).toBeLessThanOrEqual(330);
+    expect(await retryDelay(msg.deliveries[0]!.delivery_id)).toBeGreaterThanOrEqual(300);
+    expect(await retryDelay(msg.deliveries[0]!.delivery_id)).toBeLessThanOrEqual(330);
 
-    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "pending", attempt_count: 2, attempts_in_run: 2 });
-    const attempts = await attemptRows(msg.delivery_id);
+    expect(await deliveryRow(msg.deliveries[0]!.delivery_id)).toMatchObject({ status: "pending", attempt_count: 2, attempts_in_run: 2 });
+    const attempts = await attemptRows(msg.deliveries[0]!.delivery_id);
     expect(attempts.map((a) => [a.number, a.outcome, a.status_code, a.response_body])).toEqual([
       [1, "failed", 500, "boom"],
       [2, "failed", 500, "boom"],
@@ -145,8 +148,8 @@ describe("failed attempts and the retry schedule", () => {
       const r = await runQueue("krafter-deliver", [await currentMessage(msg)], { env: scheduled });
       expect(r.explicitAcks).toEqual(r.ids);
       if (i < 8) {
-        expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: i });
-        delays.push(await retryDelay(msg.delivery_id));
+        expect(await deliveryRow(msg.deliveries[0]!.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: i });
+        delays.push(await retryDelay(msg.deliveries[0]!.delivery_id));
       }
     }
     const base = [5, 300, 1800, 7200, 18000, 36000, 36000];
@@ -154,7 +157,7 @@ describe("failed attempts and the retry schedule", () => {
       expect(d).toBeGreaterThanOrEqual(base[i]!);
       expect(d).toBeLessThanOrEqual(Math.round(base[i]! * 1.1));
     });
-    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "failed", attempt_count: 8 });
+    expect(await deliveryRow(msg.deliveries[0]!.delivery_id)).toMatchObject({ status: "failed", attempt_count: 8 });
     expect(await destinationRow(dest.id)).toMatchObject({ failure_count: 1, enabled: 1 });
   });
 
@@ -166,7 +169,7 @@ describe("failed attempts and the retry schedule", () => {
     const r = await runQueue("krafter-deliver", [msg]);
     expect(r.explicitAcks).toEqual(r.ids);
     expect(r.retryMessages).toEqual([]);
-    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "failed" });
+    expect(await deliveryRow(msg.deliveries[0]!.delivery_id)).toMatchObject({ status: "failed" });
     expect(await destinationRow(dest.id)).toMatchObject({ failure_count: 1 });
   });
 
@@ -176,8 +179,8 @@ describe("failed attempts and the retry schedule", () => {
     const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
     const r = await runQueue("krafter-deliver", [msg]);
     expect(r.explicitAcks).toEqual(r.ids);
-    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "failed", attempt_count: 1 });
-    expect((await attemptRows(msg.delivery_id))[0]).toMatchObject({ outcome: "failed", status_code: 410 });
+    expect(await deliveryRow(msg.deliveries[0]!.delivery_id)).toMatchObject({ status: "failed", attempt_count: 1 });
+    expect((await attemptRows(msg.deliveries[0]!.delivery_id))[0]).toMatchObject({ outcome: "failed", status_code: 410 });
     expect(await destinationRow(dest.id)).toMatchObject({ failure_count: 1 });
   });
 
@@ -192,8 +195,8 @@ describe("failed attempts and the retry schedule", () => {
     const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
     const r = await runQueue("krafter-deliver", [msg], { env: envWith({ RETRY_SCHEDULE: "5,300,1800,7200,18000,36000,36000" }) });
     expect(r.explicitAcks).toEqual(r.ids);
-    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "pending" });
-    expect(await retryDelay(msg.delivery_id)).toBe(expected);
+    expect(await deliveryRow(msg.deliveries[0]!.delivery_id)).toMatchObject({ status: "pending" });
+    expect(await retryDelay(msg.deliveries[0]!.delivery_id)).toBe(expected);
   });
 
   it("honours a Retry-After given as an HTTP date", async () => {
@@ -203,8 +206,8 @@ describe("failed attempts and the retry schedule", () => {
     const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
     const r = await runQueue("krafter-deliver", [msg], { env: envWith({ RETRY_SCHEDULE: "5,300,1800" }) });
     expect(r.explicitAcks).toHaveLength(1);
-    expect(await retryDelay(msg.delivery_id)).toBeGreaterThanOrEqual(598);
-    expect(await retryDelay(msg.delivery_id)).toBeLessThanOrEqual(601);
+    expect(await retryDelay(msg.deliveries[0]!.delivery_id)).toBeGreaterThanOrEqual(598);
+    expect(await retryDelay(msg.deliveries[0]!.delivery_id)).toBeLessThanOrEqual(601);
   });
 
   it("does not follow a 3xx: a failed attempt, and the redirect target gets nothing", async () => {
@@ -213,10 +216,10 @@ describe("failed attempts and the retry schedule", () => {
     const dest = await createDestination(account, sourceId, { url: box.url });
     const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
     await runQueue("krafter-deliver", [msg]);
-    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: 1 });
+    expect(await deliveryRow(msg.deliveries[0]!.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: 1 });
     expect(await target.requests()).toHaveLength(0);
-    expect((await attemptRows(msg.delivery_id))[0]).toMatchObject({ outcome: "failed", status_code: 302 });
-    expect((await attemptRows(msg.delivery_id))[0]!.error).toMatch(/redirect/);
+    expect((await attemptRows(msg.deliveries[0]!.delivery_id))[0]).toMatchObject({ outcome: "failed", status_code: 302 });
+    expect((await attemptRows(msg.deliveries[0]!.delivery_id))[0]!.error).toMatch(/redirect/);
   });
 
   it("fails an attempt that times out and retries it", async () => {
@@ -224,8 +227,8 @@ describe("failed attempts and the retry schedule", () => {
     const dest = await createDestination(account, sourceId, { url: box.url });
     const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
     await runQueue("krafter-deliver", [msg]);
-    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: 1 });
-    const [a] = await attemptRows(msg.delivery_id);
+    expect(await deliveryRow(msg.deliveries[0]!.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: 1 });
+    const [a] = await attemptRows(msg.deliveries[0]!.delivery_id);
     expect(a).toMatchObject({ outcome: "failed", status_code: null });
     expect(a!.error).toMatch(/timed out/);
   });
@@ -235,7 +238,7 @@ describe("failed attempts and the retry schedule", () => {
     const dest = await createDestination(account, sourceId, { url: box.url });
     const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
     await runQueue("krafter-deliver", [msg]);
-    const [a] = await attemptRows(msg.delivery_id);
+    const [a] = await attemptRows(msg.deliveries[0]!.delivery_id);
     expect(a!.response_body).toHaveLength(4096);
     expect(a!.status_code).toBe(500);
   });
@@ -249,8 +252,8 @@ describe("destinations that changed while deliveries were queued", () => {
     const r = await runQueue("krafter-deliver", [msg]);
     expect(r.explicitAcks).toEqual(r.ids);
     expect(await box.requests()).toHaveLength(0);
-    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "cancelled" });
-    expect((await attemptRows(msg.delivery_id))[0]).toMatchObject({ outcome: "cancelled" });
+    expect(await deliveryRow(msg.deliveries[0]!.delivery_id)).toMatchObject({ status: "cancelled" });
+    expect((await attemptRows(msg.deliveries[0]!.delivery_id))[0]).toMatchObject({ outcome: "cancelled" });
     expect(await destinationRow(dest.id)).toMatchObject({ failure_count: 0 });
   });
 
@@ -263,7 +266,7 @@ describe("destinations that changed while deliveries were queued", () => {
     const r = await runQueue("krafter-deliver", [msg]);
     expect(r.explicitAcks).toEqual(r.ids);
     expect(await box.requests()).toHaveLength(0);
-    expect(await attemptRows(msg.delivery_id)).toEqual([]);
+    expect(await attemptRows(msg.deliveries[0]!.delivery_id)).toEqual([]);
   });
 
   it("re-checks the URL at send time: a name that now resolves to a private address is not sent to", async () => {
@@ -281,8 +284,8 @@ describe("destinations that changed while deliveries were queued", () => {
     await setDns(name, ["127.0.0.1"]);
     const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
     await runQueue("krafter-deliver", [msg], { env: strict });
-    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: 1 });
-    const [a] = await attemptRows(msg.delivery_id);
+    expect(await deliveryRow(msg.deliveries[0]!.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: 1 });
+    const [a] = await attemptRows(msg.deliveries[0]!.delivery_id);
     expect(a).toMatchObject({ outcome: "failed", status_code: null });
     expect(a!.error).toMatch(/refused/);
     expect(await box.requests()).toHaveLength(0);
@@ -305,6 +308,64 @@ describe("a batch", () => {
         expect(() => new Webhook(dests[i]!.secret).verify(q.body, q.headers)).not.toThrow();
       }
     }
+  });
+});
+
+describe("a message with several deliveries (one event's fan-out)", () => {
+  /** One message for the deliveries of one event to these destinations, as a fan-out sends it. */
+  async function bundle(eventId: string, destinationIds: string[]): Promise<DeliverMessage> {
+    const singles = [];
+    for (const d of destinationIds) singles.push(await insertDelivery(eventId, d));
+    return { ...singles[0]!, deliveries: singles.map((m) => m.deliveries[0]!) };
+  }
+
+  it("attempts each; one failing is retried alone by a message of its own, the message is acknowledged", async () => {
+    const ok1 = await mailbox();
+    const ok2 = await mailbox();
+    const bad = await mailbox({ repeat: { status: 500 } });
+    const dests = await Promise.all([ok1, bad, ok2].map((b) => createDestination(account, sourceId, { url: b.url })));
+    const eventId = await insertEvent(sourceId);
+    const msg = await bundle(eventId, dests.map((d) => d.id));
+    const r = await runQueue("krafter-deliver", [msg]);
+    expect(r.explicitAcks).toEqual(r.ids);
+    expect(r.retryMessages).toEqual([]);
+    for (const b of [ok1, bad, ok2]) expect((await b.requests()).map((q) => q.headers["webhook-id"])).toEqual([eventId]);
+    const [d1, dBad, d2] = msg.deliveries.map((d) => d.delivery_id);
+    expect(await deliveryRow(d1!)).toMatchObject({ status: "succeeded", attempt_count: 1 });
+    expect(await deliveryRow(d2!)).toMatchObject({ status: "succeeded", attempt_count: 1 });
+    expect(await deliveryRow(dBad!)).toMatchObject({ status: "pending", attempts_in_run: 1 });
+    // The retry carries the failing delivery alone, with its new token.
+    const retry = await currentMessage({ ...msg, deliveries: [msg.deliveries[1]!] });
+    expect(retry.deliveries[0]!.token).not.toBe(msg.deliveries[1]!.token);
+    // The first message again (a duplicate from the queue): nothing is sent twice.
+    const again = await runQueue("krafter-deliver", [msg]);
+    expect(again.explicitAcks).toEqual(again.ids);
+    for (const b of [ok1, bad, ok2]) expect(await b.requests()).toHaveLength(1);
+  });
+
+  it("is retried whole when one of its deliveries cannot be attempted now, and then sends only what is left", async () => {
+    const ok = await mailbox();
+    const later = await mailbox();
+    const dests = await Promise.all([ok, later].map((b) => createDestination(account, sourceId, { url: b.url })));
+    const eventId = await insertEvent(sourceId);
+    const msg = await bundle(eventId, dests.map((d) => d.id));
+    // The second delivery is held by another message (a claim still running): busy.
+    await runInDurableObject(partition(eventPartition(eventId)), (instance: EventStore) =>
+      instance.claim([{ deliveryId: msg.deliveries[1]!.delivery_id, token: msg.deliveries[1]!.token, messageId: "someone-else" }], 1024),
+    );
+    const first = await runQueue("krafter-deliver", [msg], { ids: ["m-1"] });
+    expect(first.explicitAcks).toEqual([]);
+    expect(first.retryMessages.map((m) => m.msgId)).toEqual(["m-1"]);
+    expect(await ok.requests()).toHaveLength(1);
+    expect(await later.requests()).toHaveLength(0);
+    // Once the other claim is gone, the same message sends the second and not the first again.
+    await runInDurableObject(partition(eventPartition(eventId)), (_i: EventStore, state) => {
+      state.storage.sql.exec("UPDATE deliveries SET claimed_until = 0 WHERE id = ?", msg.deliveries[1]!.delivery_id);
+    });
+    const second = await runQueue("krafter-deliver", [msg], { ids: ["m-1"], attempts: 2 });
+    expect(second.explicitAcks).toEqual(["m-1"]);
+    expect(await ok.requests()).toHaveLength(1);
+    expect(await later.requests()).toHaveLength(1);
   });
 });
 

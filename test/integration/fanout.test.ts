@@ -15,6 +15,7 @@ import { servicesFor, type Services } from "../../src/services";
 import type { EventStore } from "../../src/store/event-store";
 import { dayOf, partitionOf } from "../../src/store/ids";
 import { outbox } from "../../src/store/schema";
+import type { DeliverMessage } from "../../src/delivery/messages";
 import { call, createAccount, createDestination, createSource, eventually, json, mailbox, type Account } from "../helpers/api";
 import {
   attemptRows,
@@ -105,6 +106,37 @@ describe("fan-out in the partition", () => {
     await eventually(async () => ((await box.requests()).length >= 120 ? true : undefined), 30_000, "120 deliveries");
   });
 
+  it("sends one message per event whatever its number of destinations (100 deliveries at most in one)", async () => {
+    const box = await mailbox();
+    for (let i = 0; i < 103; i++) await createDestination(account, source.id, { url: box.url });
+    const eventId = await insertEvent(source.id, { status: "pending" });
+    const sent = await runInDurableObject(partition(eventPartition(eventId)), async (instance: EventStore) => {
+      const store = instance as unknown as { s: Services };
+      const real = store.s;
+      const bodies: DeliverMessage[] = [];
+      // Records what the partition sends, and sends it.
+      store.s = {
+        ...real,
+        queues: {
+          ...real.queues,
+          deliver: (key) => {
+            const q = real.queues.deliver(key);
+            return { sendBatch: (batch: { body: DeliverMessage }[]) => (bodies.push(...batch.map((m) => m.body)), q.sendBatch(batch)) } as unknown as Queue<DeliverMessage>;
+          },
+        },
+      };
+      await instance.alarm();
+      store.s = real;
+      return bodies;
+    });
+    expect(sent.map((m) => m.deliveries.length).sort((a, b) => a - b)).toEqual([3, 100]);
+    for (const m of sent) expect(m.event_id).toBe(eventId);
+    const ids = sent.flatMap((m) => m.deliveries.map((d) => d.delivery_id));
+    expect(new Set(ids).size).toBe(103);
+    expect(new Set(ids)).toEqual(new Set((await deliveriesOf(source.id, eventId)).map((d) => d.id)));
+    await eventually(async () => ((await box.requests()).length >= 103 ? true : undefined), 30_000, "103 deliveries");
+  });
+
   it("fans out the events of a round together, each to its matching destinations", async () => {
     const box = await mailbox();
     const invoices = await createDestination(account, source.id, { url: box.url, event_filter: ["invoice.*"] });
@@ -172,10 +204,10 @@ describe("fan-out in the partition", () => {
     const eventId = await insertEvent(source.id);
     const msg = await insertDelivery(eventId, dest.id);
     await inPartition(eventPartition(eventId), (db) =>
-      db.insert(outbox).values({ kind: "deliver", destinationId: dest.id, body: msg, delaySeconds: 0, createdAt: Date.now() }).run(),
+      db.insert(outbox).values({ kind: "deliver", queueKey: dest.id, body: msg, delaySeconds: 0, createdAt: Date.now() }).run(),
     );
     await runPartitionAlarm(eventPartition(eventId));
-    await eventually(async () => ((await deliveryRow(msg.delivery_id))?.status === "succeeded" ? true : undefined));
+    await eventually(async () => ((await deliveryRow(msg.deliveries[0]!.delivery_id))?.status === "succeeded" ? true : undefined));
     expect(await box.requests()).toHaveLength(1);
   });
 
@@ -203,8 +235,8 @@ describe("dead letters", () => {
     const msg = await insertDelivery(await insertEvent(source.id), dest.id);
     const r = await runQueue("krafter-dead-letter", [msg]);
     expect(r.explicitAcks).toEqual(r.ids);
-    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "failed", attempt_count: 1 });
-    const [a] = await attemptRows(msg.delivery_id);
+    expect(await deliveryRow(msg.deliveries[0]!.delivery_id)).toMatchObject({ status: "failed", attempt_count: 1 });
+    const [a] = await attemptRows(msg.deliveries[0]!.delivery_id);
     expect(a).toMatchObject({ outcome: "failed", number: 1 });
     expect(a!.error).toMatch(/dead-lettered/);
   });
@@ -212,9 +244,9 @@ describe("dead letters", () => {
   it("leaves a delivery alone when the dead letter is an older message of it", async () => {
     const dest = await createDestination(account, source.id, { url: "https://hooks.example.com/x" });
     const msg = await insertDelivery(await insertEvent(source.id), dest.id);
-    await runQueue("krafter-dead-letter", [{ ...msg, token: crypto.randomUUID() }]);
-    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "pending", attempt_count: 0 });
-    expect(await attemptRows(msg.delivery_id)).toEqual([]);
+    await runQueue("krafter-dead-letter", [{ ...msg, deliveries: [{ ...msg.deliveries[0]!, token: crypto.randomUUID() }] }]);
+    expect(await deliveryRow(msg.deliveries[0]!.delivery_id)).toMatchObject({ status: "pending", attempt_count: 0 });
+    expect(await attemptRows(msg.deliveries[0]!.delivery_id)).toEqual([]);
   });
 });
 

@@ -29,7 +29,7 @@ async function oneAttempt(step: Parameters<typeof mailbox>[0]) {
   const dest = await createDestination(account, sourceId, { url: box.url });
   const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
   const result = await runQueue("krafter-deliver", [msg]);
-  return { box, dest, msg, result, attempt: (await attemptRows(msg.delivery_id))[0]! };
+  return { box, dest, msg, result, attempt: (await attemptRows(msg.deliveries[0]!.delivery_id))[0]! };
 }
 
 describe("faults at the destination", () => {
@@ -38,7 +38,7 @@ describe("faults at the destination", () => {
     expect(result.explicitAcks).toEqual(result.ids);
     expect(attempt).toMatchObject({ outcome: "failed", status_code: null });
     expect(attempt.error).toMatch(/transport error/);
-    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: 1 });
+    expect(await deliveryRow(msg.deliveries[0]!.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: 1 });
   });
 
   it("a closed port is a failed attempt, retried", async () => {
@@ -49,8 +49,8 @@ describe("faults at the destination", () => {
     const dest = await createDestination(account, sourceId, { url: `http://127.0.0.1:${port}/hook` });
     const msg = await insertDelivery(await insertEvent(sourceId), dest.id);
     await runQueue("krafter-deliver", [msg]);
-    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: 1 });
-    const [a] = await attemptRows(msg.delivery_id);
+    expect(await deliveryRow(msg.deliveries[0]!.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: 1 });
+    const [a] = await attemptRows(msg.deliveries[0]!.delivery_id);
     expect(a).toMatchObject({ outcome: "failed", status_code: null });
     expect(a!.error).toMatch(/transport error/);
   });
@@ -58,7 +58,7 @@ describe("faults at the destination", () => {
   it("a slow trickle of bytes past the timeout fails as a timeout", async () => {
     // 40 bytes at 100 ms each: 4 s, past DELIVERY_TIMEOUT_MS (2 s in tests).
     const { attempt, msg } = await oneAttempt({ repeat: { status: 200, trickleMs: 100, body: "x".repeat(40) } });
-    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: 1 });
+    expect(await deliveryRow(msg.deliveries[0]!.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: 1 });
     expect(attempt).toMatchObject({ outcome: "failed", status_code: null });
     expect(attempt.error).toMatch(/timed out/);
   });
@@ -71,7 +71,7 @@ describe("faults at the destination", () => {
 
   it("a 302 to a private address is not followed", async () => {
     const { attempt, box, msg } = await oneAttempt({ repeat: { status: 302, headers: { location: "http://169.254.169.254/latest/meta-data/" } } });
-    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: 1 });
+    expect(await deliveryRow(msg.deliveries[0]!.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: 1 });
     expect(attempt).toMatchObject({ outcome: "failed", status_code: 302 });
     expect(await box.requests()).toHaveLength(1);
   });
@@ -83,12 +83,12 @@ describe("faults at the destination", () => {
     // Test schedule "1,1,1": attempts 1 to 3 are retried, the 4th is the last.
     for (let i = 1; i <= 3; i++) {
       await runQueue("krafter-deliver", [await currentMessage(msg)]);
-      expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: i });
+      expect(await deliveryRow(msg.deliveries[0]!.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: i });
     }
     const last = await runQueue("krafter-deliver", [await currentMessage(msg)]);
     expect(last.explicitAcks).toEqual(last.ids);
-    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "failed", attempt_count: 4 });
-    expect((await attemptRows(msg.delivery_id)).map((a) => a.number)).toEqual([1, 2, 3, 4]);
+    expect(await deliveryRow(msg.deliveries[0]!.delivery_id)).toMatchObject({ status: "failed", attempt_count: 4 });
+    expect((await attemptRows(msg.deliveries[0]!.delivery_id)).map((a) => a.number)).toEqual([1, 2, 3, 4]);
     expect(await box.requests()).toHaveLength(4);
     // Nothing more is sent for it, whatever arrives later.
     await runQueue("krafter-deliver", [msg, await currentMessage(msg)]);
@@ -115,7 +115,7 @@ describe("faults inside", () => {
     expect(first.retryMessages.map((m) => m.msgId)).toEqual([first.ids[1]]);
     expect(await good.requests()).toHaveLength(2);
     expect(await poisoned.requests()).toHaveLength(0);
-    expect(await deliveryRow(msgs[1]!.delivery_id)).toMatchObject({ status: "pending", attempt_count: 0 });
+    expect(await deliveryRow(msgs[1]!.deliveries[0]!.delivery_id)).toMatchObject({ status: "pending", attempt_count: 0 });
 
     // Even if the whole batch came back, the two that succeeded are not sent again.
     const again = await runQueue("krafter-deliver", msgs);
@@ -151,8 +151,8 @@ describe("faults inside", () => {
     expect(r.explicitAcks).toEqual(r.ids);
     expect(await box.requests()).toHaveLength(0);
     for (const m of msgs) {
-      expect(await deliveryRow(m.delivery_id)).toMatchObject({ status: "cancelled" });
-      expect((await attemptRows(m.delivery_id))[0]).toMatchObject({ outcome: "cancelled", error: "destination is disabled" });
+      expect(await deliveryRow(m.deliveries[0]!.delivery_id)).toMatchObject({ status: "cancelled" });
+      expect((await attemptRows(m.deliveries[0]!.delivery_id))[0]).toMatchObject({ outcome: "cancelled", error: "destination is disabled" });
     }
   });
 });

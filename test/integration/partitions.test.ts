@@ -228,7 +228,7 @@ describe("lists across shards and days", () => {
       const eventId = await insertEvent(source.id, { receivedAt: dayStart(day) + 60_000, shard });
       const msg = await insertDelivery(eventId, dest.id);
       await runQueue("krafter-dead-letter", [msg]); // one failed attempt each, made now: today's partitions
-      made.push(...(await attemptRows(msg.delivery_id)).map((a) => a.id));
+      made.push(...(await attemptRows(msg.deliveries[0]!.delivery_id)).map((a) => a.id));
     }
     const first = await get(`${base()}/destinations/${dest.id}/attempts?limit=3`);
     const second = await get(`${base()}/destinations/${dest.id}/attempts?limit=3&cursor=${first.next_cursor}`);
@@ -418,7 +418,7 @@ describe("a partition evicted", () => {
     const acks: number[] = [];
     await deliverBatch(evicting, msgs.map((body, i) => ({ id: `m-${i}`, body })), (i, s) => s.ack && acks.push(i));
     expect(acks.sort()).toEqual([0, 1, 2, 3, 4]);
-    for (const m of msgs) expect((await attemptRows(m.delivery_id)).map((a) => a.outcome)).toEqual(["succeeded"]);
+    for (const m of msgs) expect((await attemptRows(m.deliveries[0]!.delivery_id)).map((a) => a.outcome)).toEqual(["succeeded"]);
     expect((await box.requests()).length).toBe(10);
   });
 });

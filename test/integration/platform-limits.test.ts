@@ -131,8 +131,8 @@ describe("a late queue", () => {
     // The message arrives at last: one attempt, one request.
     await runQueue("krafter-deliver", [msg]);
     expect(await box.requests()).toHaveLength(1);
-    expect(await attemptRows(msg.delivery_id)).toHaveLength(1);
-    expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "succeeded" });
+    expect(await attemptRows(msg.deliveries[0]!.delivery_id)).toHaveLength(1);
+    expect(await deliveryRow(msg.deliveries[0]!.delivery_id)).toMatchObject({ status: "succeeded" });
   });
 });
 

@@ -55,8 +55,8 @@ describe("our own failures", () => {
       const r = await runQueue("krafter-deliver", [msg], { env: down.env });
       expect(r.explicitAcks).toEqual([]);
       expect(r.retryMessages).toHaveLength(1);
-      expect(await attemptRows(msg.delivery_id)).toEqual([]);
-      expect(await deliveryRow(msg.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: 0, attempt_count: 0 });
+      expect(await attemptRows(msg.deliveries[0]!.delivery_id)).toEqual([]);
+      expect(await deliveryRow(msg.deliveries[0]!.delivery_id)).toMatchObject({ status: "pending", attempts_in_run: 0, attempt_count: 0 });
     }
     expect(await destinationRow(dest.id)).toEqual({ enabled: 1, failure_count: 0 });
   });

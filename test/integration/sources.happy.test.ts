@@ -316,7 +316,7 @@ describe("Delete", () => {
       const eventId = await insertEvent(sourceId, { type: "x.y", dedupeKey: `dk-${sourceId}` });
       const msg = await insertDelivery(eventId, d.id, { status: "succeeded", attemptCount: 1 });
       await insertAttempt(msg, 1, "succeeded");
-      return { d, eventId, deliveryId: msg.delivery_id };
+      return { d, eventId, deliveryId: msg.deliveries[0]!.delivery_id };
     };
     const doomed = await seed(s.id);
     const kept = await seed(keep.id);
