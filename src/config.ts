@@ -13,7 +13,7 @@ import { isPowerOfTwo } from "./store/shards";
 export interface Env {
   DB: D1Database;
   DELIVER_QUEUE: Queue<DeliverMessage>;
-  /** More deliver queues (docs/scale.md): each carries at most 5,000 messages a second. */
+  /** More deliver queues, DELIVER_QUEUE_1 … DELIVER_QUEUE_N, as many as bound (docs/scale.md): each carries at most 5,000 messages a second. */
   DELIVER_QUEUE_1?: Queue<DeliverMessage>;
   DELIVER_QUEUE_2?: Queue<DeliverMessage>;
   DELIVER_QUEUE_3?: Queue<DeliverMessage>;

@@ -32,14 +32,21 @@ export interface Services {
 const cache = new WeakMap<Env, Services>();
 
 /**
- * The deliver queues the Worker is bound to (DELIVER_QUEUE, DELIVER_QUEUE_1, …): a
- * destination's messages always go to the same one, picked by its id.
+ * The deliver queues the Worker is bound to: DELIVER_QUEUE, then DELIVER_QUEUE_1,
+ * DELIVER_QUEUE_2, … in order, as many as wrangler.toml binds (each queue carries at most
+ * 5,000 messages a second: docs/scale.md). A destination's messages always go to the
+ * same one, picked by its id, for a given number of queues.
  */
-function deliveryQueues(env: Env, metered: boolean): Services["queues"] {
+export function deliveryQueues(env: Env, metered: boolean): Services["queues"] {
   const wrap = <T>(q: Queue<T>) => (metered ? meteredQueue(q) : q);
-  const deliver = [env.DELIVER_QUEUE, env.DELIVER_QUEUE_1, env.DELIVER_QUEUE_2, env.DELIVER_QUEUE_3]
-    .filter((q): q is Queue<DeliverMessage> => q !== undefined)
-    .map(wrap);
+  const bound = env as unknown as Record<string, unknown>;
+  const deliver: Queue<DeliverMessage>[] = [];
+  for (let i = 0; ; i++) {
+    const q = bound[i === 0 ? "DELIVER_QUEUE" : `DELIVER_QUEUE_${i}`] as Queue<DeliverMessage> | undefined;
+    if (q === undefined) break;
+    deliver.push(wrap(q));
+  }
+  if (deliver.length === 0) throw new Error("no DELIVER_QUEUE binding");
   return {
     deliver: deliver.length === 1 ? () => deliver[0]! : (id) => deliver[shardOfKey(id, deliver.length)]!,
     work: wrap(env.WORK_QUEUE),

@@ -68,7 +68,7 @@ describe("npm run deploy from a clean account", () => {
     const a = await account();
     expect(a.calls.some((c) => c.startsWith("deploy"))).toBe(false);
     expect(a.calls.some((c) => c.startsWith("d1 migrations"))).toBe(false);
-    expect(a.queues.sort()).toEqual(["krafter-dead-letter", "krafter-deliver", "krafter-work"]);
+    expect(a.queues.sort()).toEqual(["krafter-dead-letter", "krafter-deliver", "krafter-deliver-1", "krafter-deliver-2", "krafter-deliver-3", "krafter-work"]);
     expect(a.dbs.map((d) => d.name)).toEqual(["krafter"]);
   });
 
@@ -78,6 +78,9 @@ describe("npm run deploy from a clean account", () => {
     const a = await account();
     expect(a.calls).toEqual([
       "queues create krafter-deliver",
+      "queues create krafter-deliver-1",
+      "queues create krafter-deliver-2",
+      "queues create krafter-deliver-3",
       "queues create krafter-work",
       "queues create krafter-dead-letter",
       "d1 list --json",
@@ -103,7 +106,7 @@ describe("npm run deploy from a clean account", () => {
     const second = b.calls.slice(a.calls.length);
     expect(second.filter((c) => c.startsWith("d1 create") || c.startsWith("secret put"))).toEqual([]);
     expect(second.slice(-2)).toEqual(["d1 migrations apply DB --remote --config", "deploy --config"]);
-    expect(b.queues).toHaveLength(3);
+    expect(b.queues).toHaveLength(6);
   });
 
   it("refuses an ENCRYPTION_KEY that is not the base64 of 32 bytes", async () => {

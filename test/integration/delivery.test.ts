@@ -8,7 +8,7 @@ import { env } from "cloudflare:workers";
 import { Webhook } from "standardwebhooks";
 import { beforeEach, describe, expect, it } from "vitest";
 import type { Env } from "../../src/config";
-import { servicesFor } from "../../src/services";
+import { deliveryQueues, servicesFor } from "../../src/services";
 import { call, createAccount, createDestination, createSource, envWith, mailbox, setDns, type Account } from "../helpers/api";
 import { forgetDeliveryDestination } from "../../src/db/destinations";
 import { attemptRows, currentMessage, deliveryRow, destinationRow, eventPartition, insertDelivery, insertEvent, partition, retryDelay, runQueue } from "../helpers/delivery";
@@ -380,6 +380,15 @@ describe("what the deliver path reads and tells", () => {
     expect(await destinationRow(dest.id)).toMatchObject({ failure_count: 2 });
     await runQueue("krafter-deliver", [await insertDelivery(await insertEvent(sourceId), dest.id), await insertDelivery(await insertEvent(sourceId), dest.id)]);
     expect(await destinationRow(dest.id)).toMatchObject({ failure_count: 0 });
+  });
+
+  it("uses every deliver queue bound, however many (DELIVER_QUEUE_1 … _N), and stops at the first gap", () => {
+    const q = (name: string) => ({ name }) as unknown as Queue<never>;
+    const bound = { ...(env as unknown as Env), DELIVER_QUEUE: q("q0"), DELIVER_QUEUE_1: q("q1"), DELIVER_QUEUE_2: q("q2"), DELIVER_QUEUE_3: q("q3"), DELIVER_QUEUE_4: q("q4"), DELIVER_QUEUE_5: q("q5"), DELIVER_QUEUE_7: q("q7") } as Env;
+    const queues = deliveryQueues(bound, false);
+    const ids = Array.from({ length: 600 }, () => crypto.randomUUID());
+    const used = new Set(ids.map((id) => (queues.deliver(id) as unknown as { name: string }).name));
+    expect([...used].sort()).toEqual(["q0", "q1", "q2", "q3", "q4", "q5"]);
   });
 
   it("a destination's messages always go to the same deliver queue, and the four are all used", () => {
