@@ -1,21 +1,20 @@
 /**
- * GET /docs in a real headless browser: Debian's Chromium (/usr/bin/chromium, installed
- * by .ci/run when missing) driven by playwright-core, which downloads no browser of its
- * own. The page must load from the relay alone (no CDN, no fonts, no telemetry: every
- * request the page makes goes to the relay's origin) and list the destinations
- * operations by their OpenAPI summaries.
+ * GET /docs in a real headless browser: the Chromium that the npm package
+ * @sparticuz/chromium ships (or the one KRAFTER_BROWSER names), driven by playwright-core;
+ * see test/support/browser.ts. The page must load from the relay alone (no CDN, no fonts,
+ * no telemetry: every request the page makes goes to the relay's origin) and list the
+ * destinations operations by their OpenAPI summaries.
  *
  * A screenshot of the rendered page is left at $KRAFTER_DOCS_SCREENSHOT (default
  * <tmpdir>/docs.png) for a human to look at.
  */
-import { existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium, type Browser } from "playwright-core";
+import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { launchBrowser } from "../support/browser";
 import { startDev, type Dev } from "./harness";
 
-const CHROMIUM = "/usr/bin/chromium";
 const SCREENSHOT = process.env.KRAFTER_DOCS_SCREENSHOT || join(tmpdir(), "docs.png");
 
 const DESTINATION_OPERATIONS = [
@@ -32,25 +31,7 @@ describe("GET /docs in Chromium", () => {
   let browser: Browser;
 
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) {
-      throw new Error(`${CHROMIUM} is missing: apt-get install -y --no-install-recommends chromium (.ci/run does it).`);
-    }
-    [dev, browser] = await Promise.all([
-      startDev({ cronEveryMs: 0 }),
-      chromium.launch({
-        executablePath: CHROMIUM,
-        headless: true,
-        args: [
-          "--no-sandbox",
-          "--disable-gpu",
-          "--disable-background-networking",
-          "--disable-component-update",
-          "--disable-sync",
-          "--disable-quic",
-          "--no-first-run",
-        ],
-      }),
-    ]);
+    [dev, browser] = await Promise.all([startDev({ cronEveryMs: 0 }), launchBrowser()]);
   });
 
   afterAll(async () => {
