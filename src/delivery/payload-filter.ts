@@ -107,8 +107,12 @@ function match(f: unknown, d: unknown): boolean {
   if (isScalar(f)) return Array.isArray(d) ? d.some((e) => e === f) : d === f;
   if (Array.isArray(f)) return Array.isArray(d) && f.every((x) => d.some((e) => match(x, e)));
   const entries = Object.entries(f as Record<string, unknown>);
-  // An array matches an object with fields when one of its elements matches it whole.
-  if (Array.isArray(d) && entries.some(([k]) => !k.startsWith("$"))) return d.some((e) => match(f, e));
+  if (Array.isArray(d)) {
+    // Operators apply to the array itself; its fields hold when one of its elements
+    // matches the whole object (once for all the fields: one pass over the elements).
+    const ops = entries.filter(([k]) => k.startsWith("$"));
+    return ops.every(([k, v]) => operator(k, v, d)) && (ops.length === entries.length || d.some((e) => match(f, e)));
+  }
   return entries.every(([k, v]) => (k.startsWith("$") ? operator(k, v, d) : isObject(d) && match(v, Object.hasOwn(d, k) ? d[k] : undefined)));
 }
 

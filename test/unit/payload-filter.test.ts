@@ -379,6 +379,13 @@ describe("matchesPayload: objects against arrays, and $eq with an object", () =>
     expect(m({ items: { sku: "A", $exist: true } }, { items: [{ sku: "A" }] })).toBe(true);
   });
 
+  it("its operators apply to the array itself too: each key must hold (fast-check's counterexample)", () => {
+    // $not [] on the array: [] matches every array, so $not fails, whatever its elements do.
+    expect(m({ $not: [], a: {} }, [{}])).toBe(false);
+    expect(m({ $not: [1], a: {} }, [{ a: 2 }])).toBe(true);
+    expect(m({ $not: [1], a: {} }, [{ a: 2 }, 1])).toBe(false);
+  });
+
   it("$eq with an object operand matches as that object would as a plain filter", () => {
     const payload = { data: { status: "paid", amount: 5 } };
     expect(m({ data: { status: "paid" } }, payload)).toBe(true);
