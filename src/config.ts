@@ -8,7 +8,7 @@ import { z } from "zod";
 import type { DestinationHealth } from "./destination-health";
 import type { DeliverMessage, WorkMessage } from "./delivery/messages";
 import type { EventStore } from "./store/event-store";
-import { isPowerOfTwo } from "./store/shards";
+import { isPowerOfTwo, MAX_DAY_SHARDS } from "./store/shards";
 
 export interface Env {
   DB: D1Database;
@@ -90,7 +90,7 @@ const configSchema = z
     MAX_BODY_BYTES: intFrom(1_048_576, 1024, MAX_EVENT_BODY_BYTES),
     DELIVERY_TIMEOUT_MS: intFrom(15_000, 100, 120_000),
     TEST_TIMEOUT_MS: intFrom(10_000, 100, 120_000),
-    EVENT_SHARDS: intFrom(1, 1, 64).refine(isPowerOfTwo, "must be a power of two"),
+    EVENT_SHARDS: intFrom(1, 1, MAX_DAY_SHARDS).refine(isPowerOfTwo, "must be a power of two"),
     // A partition that would pass this by the end of its day doubles the day's shards.
     PARTITION_SPLIT_BYTES: intFrom(4 * 1024 ** 3, 1024, 8 * 1024 ** 3),
     DOH_URL: z.url().optional().default("https://cloudflare-dns.com/dns-query"),

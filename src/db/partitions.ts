@@ -14,30 +14,34 @@ import { partitions } from "./schema";
 export interface DayLayout {
   shards: number;
   baseShards: number;
-  maskLo: number;
-  maskHi: number;
+  /** One character per shard, "1" where the partition exists (MAX_DAY_SHARDS of them). */
+  mask: string;
 }
 
-/** What a partition learns when it registers: its day's layout, and the day before's. */
+/** Registration and router views of a day. */
 export interface Registration {
   today: DayLayout;
   previous: DayLayout | null;
 }
 
-const bit = (shard: number) => ({ lo: shard < 32 ? (1 << shard) >>> 0 : 0, hi: shard >= 32 ? (1 << (shard - 32)) >>> 0 : 0 });
+/** A mask with only this shard's character set. */
+export const maskWith = (shard: number) => "0".repeat(shard) + "1" + "0".repeat(MAX_DAY_SHARDS - shard - 1);
 
-export function hasShard(mask: { maskLo: number; maskHi: number }, shard: number): boolean {
-  const b = bit(shard);
-  return ((mask.maskLo >>> 0) & b.lo) !== 0 || ((mask.maskHi >>> 0) & b.hi) !== 0;
+export function hasShard(layout: { mask: string }, shard: number): boolean {
+  return layout.mask.charCodeAt(shard) === 49; // "1"
 }
 
-export function shardsOf(mask: { maskLo: number; maskHi: number }): number[] {
+export function shardsOf(layout: { mask: string }): number[] {
   const out: number[] = [];
-  for (let s = 0; s < MAX_DAY_SHARDS; s++) if (hasShard(mask, s)) out.push(s);
+  for (let s = 0; s < layout.mask.length && s < MAX_DAY_SHARDS; s++) if (hasShard(layout, s)) out.push(s);
   return out;
 }
 
-const layout = { shards: partitions.shards, baseShards: partitions.baseShards, maskLo: partitions.maskLo, maskHi: partitions.maskHi };
+/** SQL setting one shard's character of the mask column to "1" or "0" (1-based substr). */
+const maskSet = (shard: number, to: "0" | "1") =>
+  sql`substr(${partitions.mask}, 1, ${shard}) || ${to} || substr(${partitions.mask}, ${shard + 2})`;
+
+const layout = { shards: partitions.shards, baseShards: partitions.baseShards, mask: partitions.mask };
 
 /**
  * Marks the partition as existing, and reads the layouts of its day and the day before
@@ -46,18 +50,14 @@ const layout = { shards: partitions.shards, baseShards: partitions.baseShards, m
  * the day before computes the same. "source_gone" when the source was deleted meanwhile.
  */
 export async function registerPartition(s: Services, ref: PartitionRef, now: number): Promise<Registration | "source_gone"> {
-  const b = bit(ref.shard);
   const min = s.config.eventShards;
   const initial = sql`max(${min}, coalesce((SELECT ${partitions.shards} / 2 FROM ${partitions} WHERE ${partitions.sourceId} = ${ref.sourceId} AND ${partitions.day} = ${ref.day - 1}), ${min}))`;
   try {
     const [mine, previous] = await s.db.batch([
       s.db
         .insert(partitions)
-        .values({ sourceId: ref.sourceId, day: ref.day, shards: initial, baseShards: initial, maskLo: b.lo, maskHi: b.hi, createdAt: now })
-        .onConflictDoUpdate({
-          target: [partitions.sourceId, partitions.day],
-          set: { maskLo: sql`${partitions.maskLo} | ${b.lo}`, maskHi: sql`${partitions.maskHi} | ${b.hi}` },
-        })
+        .values({ sourceId: ref.sourceId, day: ref.day, shards: initial, baseShards: initial, mask: maskWith(ref.shard), createdAt: now })
+        .onConflictDoUpdate({ target: [partitions.sourceId, partitions.day], set: { mask: maskSet(ref.shard, "1") } })
         .returning(layout),
       s.db.select(layout).from(partitions).where(and(eq(partitions.sourceId, ref.sourceId), eq(partitions.day, ref.day - 1))),
     ]);
@@ -78,29 +78,23 @@ export async function dayShards(s: Services, sourceId: string, day: number): Pro
   return { today: rows.find((r) => r.day === day)?.shards ?? null, previous: rows.find((r) => r.day === day - 1)?.shards ?? null };
 }
 
-/** Doubles the day's shard count, if it still is `from`; returns the count now. */
-export async function doubleShards(s: Services, ref: PartitionRef, from: number): Promise<number> {
+/** Raises the day's shard count to `to` (a power of two), unless it already is as high; returns the count now. */
+export async function growShards(s: Services, ref: PartitionRef, to: number): Promise<number> {
   const where = and(eq(partitions.sourceId, ref.sourceId), eq(partitions.day, ref.day));
+  const target = Math.min(to, MAX_DAY_SHARDS);
   const [, now] = await s.db.batch([
-    s.db
-      .update(partitions)
-      .set({ shards: from * 2 })
-      .where(and(where, eq(partitions.shards, from), lt(partitions.shards, MAX_DAY_SHARDS))),
+    s.db.update(partitions).set({ shards: target }).where(and(where, lt(partitions.shards, target))),
     s.db.select({ shards: partitions.shards }).from(partitions).where(where),
   ]);
-  return now[0]?.shards ?? from;
+  return now[0]?.shards ?? target;
 }
 
 /** Clears a dropped partition's bit; the day's row goes with its last partition. */
 export async function removePartitionBit(s: Services, ref: PartitionRef): Promise<void> {
-  const b = bit(ref.shard);
   const where = and(eq(partitions.sourceId, ref.sourceId), eq(partitions.day, ref.day));
   await s.db.batch([
-    s.db
-      .update(partitions)
-      .set({ maskLo: sql`${partitions.maskLo} & ${~b.lo >>> 0}`, maskHi: sql`${partitions.maskHi} & ${~b.hi >>> 0}` })
-      .where(where),
-    s.db.delete(partitions).where(and(where, eq(partitions.maskLo, 0), eq(partitions.maskHi, 0))),
+    s.db.update(partitions).set({ mask: maskSet(ref.shard, "0") }).where(where),
+    s.db.delete(partitions).where(and(where, sql`instr(${partitions.mask}, '1') = 0`)),
   ]);
 }
 
@@ -130,7 +124,7 @@ export interface DayPartitions {
 /** The source's days between two (inclusive) that have partitions, newest first, with their shards. */
 export async function partitionDays(s: Services, sourceId: string, fromDay: number, toDay: number): Promise<DayPartitions[]> {
   const rows = await s.db
-    .select({ day: partitions.day, maskLo: partitions.maskLo, maskHi: partitions.maskHi })
+    .select({ day: partitions.day, mask: partitions.mask })
     .from(partitions)
     .where(and(eq(partitions.sourceId, sourceId), gte(partitions.day, fromDay), lte(partitions.day, toDay)))
     .orderBy(desc(partitions.day))

@@ -41,7 +41,7 @@ export async function deleteWithRemoval(
   destinationId: string | null,
   remove: BatchItem<"sqlite">,
 ): Promise<void> {
-  const rows = await s.db.select({ day: partitions.day, maskLo: partitions.maskLo, maskHi: partitions.maskHi }).from(partitions).where(eq(partitions.sourceId, sourceId)).all();
+  const rows = await s.db.select({ day: partitions.day, mask: partitions.mask }).from(partitions).where(eq(partitions.sourceId, sourceId)).all();
   const parts = rows.flatMap((r) => shardsOf(r).map((shard): [number, number] => [r.day, shard]));
   const now = s.now();
   const job: Removal = { id: newId(now), kind, sourceId, destinationId, partitions: parts, chunks: chunksOf(parts).length, doneMask: 0, createdAt: now, queuedAt: now };

@@ -105,8 +105,8 @@ export const partitions = sqliteTable(
     /** The day's shard count now, and the one it started with (a power of two each). */
     shards: integer("shards").notNull(),
     baseShards: integer("base_shards").notNull(),
-    maskLo: integer("mask_lo").notNull().default(0),
-    maskHi: integer("mask_hi").notNull().default(0),
+    /** One character per shard (MAX_DAY_SHARDS), "1" where its partition exists. */
+    mask: text("mask").notNull(),
     createdAt: integer("created_at").notNull(),
   },
   (t) => [primaryKey({ columns: [t.sourceId, t.day] }), index("partitions_day_idx").on(t.day)],

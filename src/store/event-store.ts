@@ -27,9 +27,9 @@ import { log } from "../log";
 import { meter, meteredSql } from "../meter";
 import { servicesFor, type Services } from "../services";
 import { targetsOf } from "../db/destinations";
-import { doubleShards, lookupChain, registerPartition, removePartitionBit, type Registration } from "../db/partitions";
+import { growShards, lookupChain, registerPartition, removePartitionBit, type Registration } from "../db/partitions";
 import { dayStart, DAY_MS, IdMaker, parsePartitionName, partitionName, shardOfKey, type PartitionRef } from "./ids";
-import { isPowerOfTwo, MAX_DAY_SHARDS } from "./shards";
+import { isPowerOfTwo, MAX_DAY_SHARDS, neededShards } from "./shards";
 import { attemptsPage, deliveriesOfEvent, destinationRows, eventsPage, hotStatements, pendingEvents, replayPage, type HotStatements, type PartitionDb } from "./queries";
 import * as schema from "./schema";
 import { attempts, deliveries, events, outbox } from "./schema";
@@ -74,8 +74,7 @@ const KV = {
 
 /** Inserts between two looks at the partition's growth, and the least time between them. */
 const SPLIT_CHECK_EVERY = 64;
-const SPLIT_WINDOW_MS = 30_000;
-
+const SPLIT_WINDOW_MS = 10_000;
 export class EventStore extends DurableObject<Env> {
   private readonly db: Db;
   /** The per-event, per-delivery and per-attempt statements, built once. */
@@ -95,7 +94,7 @@ export class EventStore extends DurableObject<Env> {
   private alarmBy: number | null = null;
   /** Set while an alarm runs: the alarm it was is gone, whatever getAlarm says. */
   private alarmSpent = false;
-  private growth: { at: number; size: number } | null = null;
+  private growth: { at: number; size: number; inserts: number } | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -264,30 +263,38 @@ export class EventStore extends DurableObject<Env> {
   }
 
   /**
-   * Doubles the day's shard count when this partition, at the rate it has grown over the
-   * last SPLIT_WINDOW_MS, would pass PARTITION_SPLIT_BYTES by the end of its day. The
-   * keys that belong to the new shards go there from then on (ingest answers "moved").
+   * Raises the day's shard count when this partition, at the rate it has grown over the
+   * last SPLIT_WINDOW_MS, would pass PARTITION_SPLIT_BYTES by the end of its day, or
+   * takes more than PARTITION_INGEST_RATE ingests a second: straight to the count needed
+   * (neededShards), not one doubling per look. The keys that belong to the new shards go
+   * there from then on (ingest answers "moved").
    */
   private async considerSplit(): Promise<void> {
     const now = this.now();
     const size = this.ctx.storage.sql.databaseSize;
     const last = this.growth;
     if (!last || now - last.at < SPLIT_WINDOW_MS) {
-      if (!last) this.growth = { at: now, size };
+      if (!last) this.growth = { at: now, size, inserts: this.inserts };
       return;
     }
-    this.growth = { at: now, size };
-    const rate = Math.max(0, size - last.size) / (now - last.at);
-    const projected = size + rate * (dayStart(this.ref.day + 1) - now);
-    if (projected > this.s.config.partitionSplitBytes) await this.split();
+    this.growth = { at: now, size, inserts: this.inserts };
+    const want = neededShards({
+      shards: this.shards,
+      size,
+      bytesPerMs: Math.max(0, size - last.size) / (now - last.at),
+      insertsPerSec: ((this.inserts - last.inserts) * 1000) / (now - last.at),
+      msLeft: Math.max(0, dayStart(this.ref.day + 1) - now),
+      splitBytes: this.s.config.partitionSplitBytes,
+    });
+    if (want > this.shards) await this.split(want);
   }
 
-  /** Doubles the day's shard count (once, however many partitions ask at the same time). */
-  async split(): Promise<number> {
+  /** Raises the day's shard count to `to` (default: double), once however many partitions ask at the same time. */
+  async split(to?: number): Promise<number> {
     const from = this.shards;
     if (from >= MAX_DAY_SHARDS) return from;
     try {
-      const now = await doubleShards(this.s, this.ref, from);
+      const now = await growShards(this.s, this.ref, to ?? from * 2);
       this.learnShards(now);
       log("info", "partition_split", { partition: partitionName(this.ref), shards: now });
       return now;

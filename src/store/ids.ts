@@ -112,6 +112,6 @@ export function partitionOf(sourceId: string, id: string): PartitionRef | null {
 /** The smallest (edge "low") or largest (edge "high") UUIDv7 of the given millisecond. */
 export function idBoundAt(ms: number, edge: "low" | "high"): string {
   const t = hex(Math.max(0, Math.min(ms, 0xffffffffffff)), 12);
-  const rest = edge === "low" ? "0000-0000-0000-000000000000" : "ffff-ffff-ffff-ffffffffffff";
+  const rest = edge === "low" ? "0000-0000-000000000000" : "ffff-ffff-ffffffffffff";
   return `${t.slice(0, 8)}-${t.slice(8, 12)}-${rest}`;
 }

@@ -9,7 +9,7 @@
 import { partitionDays } from "../db/partitions";
 import { Limiter } from "../delivery/limiter";
 import type { Services } from "../services";
-import { dayOf, idBoundAt, partitionOf, readId, type PartitionRef } from "./ids";
+import { dayOf, dayStart, idBoundAt, partitionOf, type PartitionRef } from "./ids";
 import type { AttemptRow, EventDetail, EventSummary, IdRange } from "./types";
 
 export interface Window {
@@ -33,17 +33,29 @@ function bounds(q: Window & { cursor?: string | undefined }): { low?: string; hi
   };
 }
 
+/** The time an id or id bound starts with (its first 48 bits), whatever its version. */
+const msOf = (id: string): number | null => (/^[0-9a-f]{8}-[0-9a-f]{4}-/.test(id) ? parseInt(id.slice(0, 8) + id.slice(9, 13), 16) : null);
+
 /** The days a window can touch, oldest and newest. */
 function dayRange(s: Services, b: { low?: string; high?: string }): [number, number] {
   const now = s.now();
-  const from = b.low !== undefined ? dayOf(readId(b.low)?.ms ?? 0) : dayOf(now) - s.config.retentionDays - 2;
-  const to = b.high !== undefined ? dayOf(readId(b.high)?.ms ?? now) : dayOf(now) + 1;
+  const from = b.low !== undefined ? dayOf(msOf(b.low) ?? 0) : dayOf(now) - s.config.retentionDays - 2;
+  const to = b.high !== undefined ? dayOf(msOf(b.high) ?? now) : dayOf(now) + 1;
   return [from, to];
 }
 
 /**
+ * The most partitions one page reads (its first day always whole, up to MAX_DAY_SHARDS):
+ * well within an invocation's 1,000 subrequests, however many days a filter that matches
+ * little has to walk. A page that stops there is shorter than `limit`, and its cursor
+ * continues below the last day it read.
+ */
+export const MAX_PARTITION_READS_PER_PAGE = 300;
+
+/**
  * Walks the partitions of a window newest first, asking each day's shards at once for
- * what they hold below the bound, until `limit + 1` rows are found.
+ * what they hold below the bound, until `limit + 1` rows are found or the page's
+ * partition budget is spent.
  */
 async function walk<T extends { id: string }>(
   s: Services,
@@ -57,7 +69,14 @@ async function walk<T extends { id: string }>(
   const days = await partitionDays(s, sourceId, from, to);
   const limiter = new Limiter();
   const out: T[] = [];
+  let reads = 0;
   for (const day of days) {
+    if (reads > 0 && reads + day.shards.length > MAX_PARTITION_READS_PER_PAGE) {
+      // Everything of the days read is in `out`; the next page starts below them.
+      const lastRead = days[days.indexOf(day) - 1]!.day;
+      return { items: out, nextId: idBoundAt(dayStart(lastRead), "low") };
+    }
+    reads += day.shards.length;
     const want = q.limit + 1 - out.length;
     const parts = await Promise.all(
       day.shards.map((shard) => limiter.run("storage", () => read({ sourceId, day: day.day, shard }, { ...b, limit: want }))),

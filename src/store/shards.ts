@@ -9,8 +9,11 @@
  */
 import { shardOfKey } from "./ids";
 
-/** Two 32-bit halves of a bit mask of shards (db/partitions.ts). */
-export const MAX_DAY_SHARDS = 64;
+/**
+ * The most shards a source's day may have: the characters of its mask (db/partitions.ts).
+ * At 4 GiB a partition (PARTITION_SPLIT_BYTES), 1.1 TB a source a day: docs/scale.md.
+ */
+export const MAX_DAY_SHARDS = 256;
 
 export const isPowerOfTwo = (n: number) => Number.isInteger(n) && n >= 1 && (n & (n - 1)) === 0;
 
@@ -28,4 +31,25 @@ export function keyShards(key: string, last: number, first: number): number[] {
     if (n === 1) break;
   }
   return out;
+}
+
+/**
+ * The most ingests a second one partition is meant to take: a quarter of the about 1,000
+ * requests a second a Durable Object serves (Cloudflare's published soft limit), leaving
+ * the rest for the claims, records, lists and dedupe lookups it also answers.
+ */
+export const PARTITION_INGEST_RATE = 250;
+
+/**
+ * The shard count a day needs, from what one partition saw over a window: enough that
+ * this partition, taking its share of the traffic from now on, neither passes
+ * `splitBytes` by the end of its day nor takes more than PARTITION_INGEST_RATE ingests a
+ * second. A power of two, at least `shards`, at most MAX_DAY_SHARDS.
+ */
+export function neededShards(o: { shards: number; size: number; bytesPerMs: number; insertsPerSec: number; msLeft: number; splitBytes: number }): number {
+  const room = Math.max(o.splitBytes - o.size, o.splitBytes / 8);
+  const factor = Math.max((o.bytesPerMs * o.msLeft) / room, o.insertsPerSec / PARTITION_INGEST_RATE, 1);
+  let n = o.shards;
+  while (n < MAX_DAY_SHARDS && n < o.shards * factor) n *= 2;
+  return n;
 }

@@ -227,10 +227,10 @@ export async function destinationRow(id: string) {
 
 /** Every partition of a source that exists, from D1's bookkeeping rows. */
 export async function partitionsOf(sourceId: string): Promise<PartitionRef[]> {
-  const { results } = await env.DB.prepare("SELECT day, mask_lo, mask_hi FROM partitions WHERE source_id = ? ORDER BY day")
+  const { results } = await env.DB.prepare("SELECT day, mask FROM partitions WHERE source_id = ? ORDER BY day")
     .bind(sourceId)
-    .all<{ day: number; mask_lo: number; mask_hi: number }>();
-  return results.flatMap((r) => shardsOf({ maskLo: r.mask_lo, maskHi: r.mask_hi }).map((shard) => ({ sourceId, day: r.day, shard })));
+    .all<{ day: number; mask: string }>();
+  return results.flatMap((r) => shardsOf(r).map((shard) => ({ sourceId, day: r.day, shard })));
 }
 
 export interface StoredEvent {

@@ -25,9 +25,9 @@ describe("configuration limits", () => {
     expect(loadConfig(env({ ENVIRONMENT: "development", DOH_URL: "http://dns.example/dns-query" })).dohUrl).toBe("http://dns.example/dns-query");
   });
 
-  it("EVENT_SHARDS: a power of two from 1 to 64", () => {
-    expect(loadConfig(env({ EVENT_SHARDS: "64" })).eventShards).toBe(64);
-    expect(() => loadConfig(env({ EVENT_SHARDS: "128" }))).toThrow(/EVENT_SHARDS/);
+  it("EVENT_SHARDS: a power of two from 1 to 256", () => {
+    expect(loadConfig(env({ EVENT_SHARDS: "256" })).eventShards).toBe(256);
+    expect(() => loadConfig(env({ EVENT_SHARDS: "512" }))).toThrow(/EVENT_SHARDS/);
     expect(() => loadConfig(env({ EVENT_SHARDS: "3" }))).toThrow(/EVENT_SHARDS/);
   });
 
