@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { invalidFilterEntry, matchesFilter, normalizeFilter } from "../../src/delivery/filter";
 import { decide, MAX_QUEUE_DELAY_SECONDS, parseRetryAfter, withJitter } from "../../src/delivery/retry";
+import { parsedPayload, targetsFor } from "../../src/delivery/targets";
 
 const schedule = [5, 300, 1800, 7200, 18000, 36000, 36000];
 const noJitter = () => 0;
@@ -92,5 +93,26 @@ describe("event_filter", () => {
 
   it("de-duplicates, keeping the first occurrence's order", () => {
     expect(normalizeFilter(["b", "a", "b", "*", "a"])).toEqual(["b", "a", "*"]);
+  });
+});
+
+describe("targetsFor: who gets an event", () => {
+  it("parses a 1 MiB payload once for all its destinations, and not at all when no payload filter needs it", () => {
+    const big = JSON.stringify({ type: "invoice.paid", data: { amount: 20_000, pad: "x".repeat(1_048_000) } });
+    let parses = 0;
+    const event = { type: "invoice.paid", payload: () => (parses++, parsedPayload(big, true)) };
+    const dests = [
+      { id: "a", eventFilter: ["*"], payloadFilter: { data: { amount: { $gt: 10_000 } } } },
+      { id: "b", eventFilter: ["invoice.*"], payloadFilter: { data: { amount: { $lt: 10_000 } } } },
+      { id: "c", eventFilter: ["invoice.paid"], payloadFilter: { type: "invoice.paid" } },
+      { id: "d", eventFilter: ["customer.*"], payloadFilter: { type: "invoice.paid" } },
+      { id: "e", eventFilter: ["*"], payloadFilter: null },
+    ];
+    expect(targetsFor(dests, event)).toEqual(["a", "c", "e"]);
+    expect(parses).toBe(1);
+    expect(targetsFor([dests[4]!, { id: "f", eventFilter: ["*"] }], event)).toEqual(["e", "f"]);
+    expect(parses).toBe(1);
+    // Not JSON: no payload filter matches; a destination without one still does.
+    expect(targetsFor(dests, { type: "invoice.paid", payload: () => parsedPayload("not json", false) })).toEqual(["e"]);
   });
 });
