@@ -6,7 +6,11 @@
  *    a fresh ENCRYPTION_KEY, ALLOW_PRIVATE_DESTINATIONS=true.
  * 2. Applies the D1 migrations to the local database (without prompting).
  * 3. Says how to get an API key.
- * 4. Runs `wrangler dev` (http://localhost:8787 unless `--port` says otherwise).
+ * 4. Runs `wrangler dev` (http://localhost:8787 unless `--port` says otherwise). When
+ *    ALLOW_PRIVATE_DESTINATIONS is off (as wrangler will read it: `--var`, else
+ *    `--env-file`s, else .dev.vars, else .env), it runs the Worker through wrangler's
+ *    programmatic API instead, with PUBLIC_NETWORK bound (scripts/lib/dev-public-network.mjs):
+ *    destinations are then reached through a network that refuses private addresses.
  *
  * Extra arguments go to `wrangler dev`: `npm start -- --port 9000`.
  * `--persist-to DIR` (or KRAFTER_PERSIST_TO=DIR) keeps the local state in DIR instead of
@@ -15,7 +19,7 @@
 import { spawn } from "node:child_process";
 import { Transform } from "node:stream";
 import { randomBytes } from "node:crypto";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { delimiter, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -57,7 +61,11 @@ function wranglerBin() {
 }
 
 function spawnWrangler(args, stdio) {
-  return spawn(wranglerBin(), args, {
+  return spawnTool(wranglerBin(), args, stdio);
+}
+
+function spawnTool(command, args, stdio) {
+  return spawn(command, args, {
     cwd: ROOT,
     stdio,
     shell: process.platform === "win32",
@@ -92,6 +100,71 @@ ALLOW_PRIVATE_DESTINATIONS=true
     if (err?.code !== "EEXIST") throw err;
   }
 }
+
+/** The values of KEY=VALUE lines (dotenv syntax: `export`, quotes, `#` comments). */
+function parseDotenv(text) {
+  const out = {};
+  for (const line of text.split(/\r?\n/)) {
+    const m = /^\s*(?:export\s+)?([\w.-]+)\s*=\s*(.*)$/.exec(line);
+    if (!m) continue;
+    let value = m[2].trim();
+    const q = value[0];
+    if ((q === '"' || q === "'" || q === "`") && value.indexOf(q, 1) > 0) value = value.slice(1, value.indexOf(q, 1));
+    else value = value.replace(/\s+#.*$/, "");
+    out[m[1]] = value;
+  }
+  return out;
+}
+
+function readDotenv(path) {
+  try {
+    return parseDotenv(readFileSync(path, "utf8"));
+  } catch (err) {
+    if (err?.code === "ENOENT") return undefined;
+    throw err;
+  }
+}
+
+/**
+ * ALLOW_PRIVATE_DESTINATIONS as wrangler dev will give it to the Worker (wrangler's
+ * getVarsForDev and getBindings): a `--var` wins; else with `--env-file`s those files (the
+ * last one wins), else .dev.vars (.dev.vars.ENV with `--env ENV`), else the .env files;
+ * process.env only with CLOUDFLARE_INCLUDE_PROCESS_ENV=true. wrangler.toml sets none.
+ */
+function allowPrivateSetting(args, root = ROOT, env = process.env) {
+  const NAME = "ALLOW_PRIVATE_DESTINATIONS";
+  let fromVar;
+  const envFiles = [];
+  let cfEnv;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    const inline = arg.includes("=") ? arg.slice(arg.indexOf("=") + 1) : undefined;
+    const name = inline === undefined ? arg : arg.slice(0, arg.indexOf("="));
+    if (name === "--var") {
+      const values = inline !== undefined ? [inline] : [];
+      while (inline === undefined && i + 1 < args.length && !args[i + 1].startsWith("-")) values.push(args[++i]);
+      for (const v of values) if (v.startsWith(`${NAME}:`)) fromVar = v.slice(NAME.length + 1);
+    } else if (name === "--env-file") {
+      envFiles.push(inline ?? args[++i]);
+    } else if (name === "--env" || name === "-e") {
+      cfEnv = inline ?? args[++i];
+    }
+  }
+  if (fromVar !== undefined) return fromVar;
+  if (envFiles.length === 0) {
+    const devVars = (cfEnv !== undefined && readDotenv(join(root, `.dev.vars.${cfEnv}`))) || readDotenv(join(root, ".dev.vars"));
+    if (devVars !== undefined) return devVars[NAME];
+  }
+  if (env.CLOUDFLARE_LOAD_DEV_VARS_FROM_DOT_ENV === "false") return undefined;
+  if (env.CLOUDFLARE_INCLUDE_PROCESS_ENV === "true" && env[NAME] !== undefined) return env[NAME];
+  const files = envFiles.length > 0 ? envFiles.map((f) => resolve(root, f)) : [".env", ".env.local", ...(cfEnv ? [`.env.${cfEnv}`, `.env.${cfEnv}.local`] : [])].map((f) => join(root, f));
+  let value;
+  for (const f of files) value = readDotenv(f)?.[NAME] ?? value;
+  return value;
+}
+
+/** The Worker's own reading of the setting (src/config.ts). */
+const isOn = (value) => value === "true" || value === "1";
 
 /** Runs the local migrations. Its stdin is closed, so wrangler does not ask for confirmation. */
 function applyMigrations(persistTo) {
@@ -150,7 +223,12 @@ async function main() {
   // fired here once a minute through /__scheduled, as Cloudflare would in production.
   // wrangler's own request log prints each request's path, and an ingest path holds the
   // source's ingest key (a credential): its output is passed on with the keys masked.
-  const dev = spawnWrangler(["dev", "--test-scheduled", ...rest, ...(persistTo ? ["--persist-to", persistTo] : [])], ["inherit", "pipe", "pipe"]);
+  const devArgs = ["--test-scheduled", ...rest, ...(persistTo ? ["--persist-to", persistTo] : [])];
+  // Private destinations off: the Worker gets PUBLIC_NETWORK, through wrangler's API (the
+  // `wrangler dev` command cannot bind a network service), run by the pinned Node.
+  const dev = isOn(allowPrivateSetting(rest))
+    ? spawnWrangler(["dev", ...devArgs], ["inherit", "pipe", "pipe"])
+    : spawnTool("node", [join(ROOT, "scripts", "lib", "dev-public-network.mjs"), ...devArgs], ["inherit", "pipe", "pipe"]);
   dev.stdout.pipe(redactIngestKeys()).pipe(process.stdout);
   dev.stderr.pipe(redactIngestKeys()).pipe(process.stderr);
   dev.on("error", (err) => fail(`could not run wrangler dev: ${err.message}`));

@@ -53,6 +53,31 @@ export function deliveryQueues(env: Env, metered: boolean): Services["queues"] {
   };
 }
 
+/**
+ * How requests to destinations leave the Worker. With private destinations off, through
+ * PUBLIC_NETWORK when the runtime binds it: a workerd network service that connects to
+ * public addresses only (`npm start` binds it, scripts/lib/dev-public-network.mjs; a
+ * self-hosted workerd config can, README, Security). The SSRF guard's DoH answer is then
+ * not the last word: the socket itself refuses a private or loopback address, such as the
+ * system resolver's answer for a name DoH called public (DNS rebinding). On Cloudflare's
+ * network, where nothing binds it, the global fetch cannot reach private addresses anyway.
+ * The DoH resolver keeps the global fetch (it may be a local resolver).
+ */
+export function destinationFetch(env: Env, config: Pick<Config, "allowPrivateDestinations">): typeof fetch {
+  const network = (env as unknown as { PUBLIC_NETWORK?: Fetcher }).PUBLIC_NETWORK;
+  if (config.allowPrivateDestinations || network === undefined) return (input, init) => fetch(input, init);
+  return async (input, init) => {
+    try {
+      return await network.fetch(input, init);
+    } catch (err) {
+      // workerd reports a refused address only as an "internal error" (its log says why).
+      const message = err instanceof Error ? err.message : String(err);
+      if (!/^internal error/i.test(message)) throw err;
+      throw new Error(`no public address reachable (PUBLIC_NETWORK refuses private and local ones): ${message}`);
+    }
+  };
+}
+
 export function servicesFor(env: Env): Services {
   let s = cache.get(env);
   if (!s) {
@@ -64,7 +89,7 @@ export function servicesFor(env: Env): Services {
       db: database(m ? meteredD1(env.DB) : env.DB),
       secrets: secretBox(env.ENCRYPTION_KEY, env.ENCRYPTION_KEYS_PREVIOUS),
       resolver: dohResolver(config.dohUrl, (input, init) => fetch(input, init)),
-      fetch: (input, init) => fetch(input, init),
+      fetch: destinationFetch(env, config),
       now: () => Date.now(),
       queues: deliveryQueues(env, m),
       store: m ? (ref) => meteredStub(env.EVENT_STORE.getByName(partitionName(ref))) : (ref) => env.EVENT_STORE.getByName(partitionName(ref)),
