@@ -13,6 +13,7 @@ import type { AppEnv } from "./http/context";
 import { destinationRoutes } from "./http/destinations";
 import { docsRoutes } from "./http/docs";
 import { eventRoutes } from "./http/events";
+import { listenRoutes } from "./http/listen";
 import { recoveryRoutes } from "./http/recovery";
 import { ApiError, errorBody, errorResponse } from "./http/errors";
 import { log } from "./log";
@@ -70,6 +71,7 @@ export function createApp() {
     .route("/api/v1/webhooks/sources/:source_id/destinations", destinationRoutes)
     .route("/api/v1/webhooks/sources/:source_id/destinations", recoveryRoutes)
     .route("/api/v1/webhooks/sources/:source_id/events", eventRoutes)
+    .route("/api/v1/webhooks/sources/:source_id/listen", listenRoutes)
     .route("/in", ingestRoutes);
 
   app.notFound((c) => c.json(errorBody("not_found", "No such route."), 404));

@@ -7,6 +7,7 @@ import ipaddr from "ipaddr.js";
 import { z } from "zod";
 import type { DestinationHealth } from "./destination-health";
 import type { DeliverMessage, WorkMessage } from "./delivery/messages";
+import type { ListenHub } from "./listen/hub";
 import type { EventStore } from "./store/event-store";
 import { isPowerOfTwo, MAX_DAY_SHARDS } from "./store/shards";
 
@@ -20,6 +21,8 @@ export interface Env {
   WORK_QUEUE: Queue<WorkMessage>;
   DESTINATION_HEALTH: DurableObjectNamespace<DestinationHealth>;
   EVENT_STORE: DurableObjectNamespace<EventStore>;
+  /** One per source: the WebSockets of `krafter listen` (src/listen/hub.ts). */
+  LISTEN_HUB: DurableObjectNamespace<ListenHub>;
   ENVIRONMENT?: string;
   ENCRYPTION_KEY?: string;
   /** Older keys, comma-separated, still accepted for decryption after a rotation. */

@@ -15,6 +15,7 @@ import { servicesFor } from "./services";
 
 export { DestinationHealth } from "./destination-health";
 export { EventStore } from "./store/event-store";
+export { ListenHub } from "./listen/hub";
 
 const app = createApp();
 

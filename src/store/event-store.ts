@@ -23,6 +23,8 @@ import migrations from "../../drizzle/store/migrations.js";
 import type { Env } from "../config";
 import { deliverMessage, MAX_DELIVERIES_PER_MESSAGE, queueKeyOf, sendAll, type DeliverMessage } from "../delivery/messages";
 import { parsedPayload, targetsFor } from "../delivery/targets";
+import { ListenFeed } from "../listen/feed";
+import type { ListenState } from "../listen/protocol";
 import { log } from "../log";
 import { meter, meteredSql } from "../meter";
 import { servicesFor, type Services } from "../services";
@@ -95,6 +97,8 @@ export class EventStore extends DurableObject<Env> {
   /** Set while an alarm runs: the alarm it was is gone, whatever getAlarm says. */
   private alarmSpent = false;
   private growth: { at: number; size: number; inserts: number } | null = null;
+  /** `krafter listen`: new events to the source's ListenHub, only while someone listens (listen/feed.ts). */
+  private readonly listen: ListenFeed;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -102,6 +106,7 @@ export class EventStore extends DurableObject<Env> {
     if (!ref) throw new Error("an EventStore is named source/day/shard");
     this.ref = ref;
     this.ids = new IdMaker(ref.shard);
+    this.listen = new ListenFeed(ctx, env, ref);
     this.s = servicesFor(env);
     if (this.s.config.meter) meteredSql(ctx.storage);
     this.db = drizzle(ctx.storage, { schema });
@@ -230,6 +235,7 @@ export class EventStore extends DurableObject<Env> {
     // Work left: the fan-out (pending) or the messages of the deliveries just written.
     if (!targets || queued > 0) await this.workWritten();
     if (++this.inserts % SPLIT_CHECK_EVERY === 0) this.ctx.waitUntil(this.considerSplit());
+    this.listen.stored(id, req);
     return { kind: "stored", eventId: id };
   }
 
@@ -302,6 +308,13 @@ export class EventStore extends DurableObject<Env> {
       log("error", "partition_split_failed", { partition: partitionName(this.ref), error: errorName(err) });
       return from;
     }
+  }
+
+  /** The source's ListenHub says whether anyone listens; false when this partition holds nothing (dropped, or never written). */
+  async listeners(state: ListenState): Promise<boolean> {
+    if (!this.registration) return false;
+    this.listen.learn(state);
+    return true;
   }
 
   // ---- fan-out ------------------------------------------------------------------------

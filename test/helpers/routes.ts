@@ -57,6 +57,10 @@ export function fill(path: string, f: Pick<Fixture, "sourceId" | "destinationId"
 
 export const isWrite = (r: Route) => r.method !== "GET" && r.method !== "HEAD";
 
+/** Routes that upgrade to a WebSocket: asked with `Upgrade: websocket`, they answer 101 when allowed. */
+export const UPGRADE_ROUTES = new Set(["GET /api/v1/webhooks/sources/:source_id/listen"]);
+export const isUpgrade = (r: Route) => UPGRADE_ROUTES.has(`${r.method} ${r.path}`);
+
 /** A body each write route accepts, so "the right key" gets a success. */
 export function validBody(r: Route): unknown {
   const key = `${r.method} ${r.path.replace("/api/v1/webhooks", "")}`;

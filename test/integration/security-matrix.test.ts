@@ -7,7 +7,7 @@ import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
 import { addKey, call, createAccount, createDestination, createSource, mailbox, type Account } from "../helpers/api";
 import { insertEvent } from "../helpers/delivery";
-import { allApiRoutes, apiRoutes, fill, isWrite, PUBLIC_ROUTES, validBody, type Fixture, type Route } from "../helpers/routes";
+import { allApiRoutes, apiRoutes, fill, isUpgrade, isWrite, PUBLIC_ROUTES, validBody, type Fixture, type Route } from "../helpers/routes";
 
 const routes = apiRoutes();
 
@@ -34,9 +34,14 @@ const name = (r: Route) => `${r.method} ${r.path}`;
 async function send(r: Route, authorization: string | null) {
   const body = validBody(r);
   const res = await call(r.method, fill(r.path, fixture), {
-    headers: authorization === null ? {} : { authorization },
+    headers: { ...(isUpgrade(r) ? { upgrade: "websocket" } : {}), ...(authorization === null ? {} : { authorization }) },
     ...(body !== undefined ? { body } : {}),
   });
+  if (res.webSocket) {
+    res.webSocket.accept();
+    res.webSocket.close(1000);
+    return { status: res.status, body: null };
+  }
   const text = await res.text();
   return { status: res.status, body: text ? JSON.parse(text) : null };
 }
@@ -109,7 +114,7 @@ describe.each(routes.map((r) => [name(r), r] as const))("%s", (_name, route) => 
       expectEnvelope(r.body, "forbidden");
       expect(r.body.error.message).toContain("webhooks:write");
     } else {
-      expect(r.status).toBe(200);
+      expect(r.status).toBe(isUpgrade(route) ? 101 : 200);
     }
   });
 
@@ -138,6 +143,7 @@ describe.each(routes.map((r) => [name(r), r] as const))("%s", (_name, route) => 
       return;
     }
     const r = await send(route, `Bearer ${fixture.account.key}`);
+    if (isUpgrade(route)) return expect(r.status).toBe(101);
     expect(r.status).toBeGreaterThanOrEqual(200);
     expect(r.status).toBeLessThan(300);
   });
