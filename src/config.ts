@@ -6,6 +6,7 @@
 import ipaddr from "ipaddr.js";
 import { z } from "zod";
 import type { DestinationHealth } from "./destination-health";
+import type { BreakerConfig } from "./delivery/gate";
 import type { DeliverMessage, WorkMessage } from "./delivery/messages";
 import type { ListenHub } from "./listen/hub";
 import type { EventStore } from "./store/event-store";
@@ -38,6 +39,13 @@ export interface Env {
   PARTITION_SPLIT_BYTES?: string;
   /** Count billed operations for the benchmark (src/meter.ts). Never in production. */
   METER?: string;
+  MAX_IN_FLIGHT_PER_DESTINATION?: string;
+  CIRCUIT_MIN_ATTEMPTS?: string;
+  CIRCUIT_FAILURE_PERCENT?: string;
+  CIRCUIT_OPEN_SECONDS?: string;
+  CIRCUIT_OPEN_MAX_SECONDS?: string;
+  MAX_DESTINATIONS_PER_SOURCE?: string;
+  MAX_SOURCES_PER_ACCOUNT?: string;
 }
 
 /**
@@ -97,6 +105,14 @@ const configSchema = z
     // A partition that would pass this by the end of its day doubles the day's shards.
     PARTITION_SPLIT_BYTES: intFrom(4 * 1024 ** 3, 1024, 8 * 1024 ** 3),
     DOH_URL: z.url().optional().default("https://cloudflare-dns.com/dns-query"),
+    // Isolation and quotas (README, Limits and quotas).
+    MAX_IN_FLIGHT_PER_DESTINATION: intFrom(10, 1, 1000),
+    CIRCUIT_MIN_ATTEMPTS: intFrom(10, 1, 1_000_000),
+    CIRCUIT_FAILURE_PERCENT: intFrom(50, 1, 100),
+    CIRCUIT_OPEN_SECONDS: intFrom(30, 1, 3600),
+    CIRCUIT_OPEN_MAX_SECONDS: intFrom(300, 1, 86_400),
+    MAX_DESTINATIONS_PER_SOURCE: intFrom(50, 1, 10_000),
+    MAX_SOURCES_PER_ACCOUNT: intFrom(100, 1, 100_000),
     METER: z
       .string()
       .optional()
@@ -138,6 +154,12 @@ export interface Config {
   partitionSplitBytes: number;
   dohUrl: string;
   meter: boolean;
+  /** Attempts to one destination in flight at once, across every consumer (its gate). */
+  maxInFlightPerDestination: number;
+  /** A destination's circuit breaker (delivery/gate.ts). */
+  breaker: BreakerConfig;
+  maxDestinationsPerSource: number;
+  maxSourcesPerAccount: number;
 }
 
 export class ConfigError extends Error {
@@ -169,6 +191,15 @@ export function loadConfig(env: Env): Config {
     partitionSplitBytes: c.PARTITION_SPLIT_BYTES,
     dohUrl: c.DOH_URL,
     meter: c.METER && !isProduction(c.ENVIRONMENT),
+    maxInFlightPerDestination: c.MAX_IN_FLIGHT_PER_DESTINATION,
+    breaker: {
+      minAttempts: c.CIRCUIT_MIN_ATTEMPTS,
+      failureRatio: c.CIRCUIT_FAILURE_PERCENT / 100,
+      openMs: c.CIRCUIT_OPEN_SECONDS * 1000,
+      openMaxMs: Math.max(c.CIRCUIT_OPEN_SECONDS, c.CIRCUIT_OPEN_MAX_SECONDS) * 1000,
+    },
+    maxDestinationsPerSource: c.MAX_DESTINATIONS_PER_SOURCE,
+    maxSourcesPerAccount: c.MAX_SOURCES_PER_ACCOUNT,
   };
   cache.set(env, config);
   return config;

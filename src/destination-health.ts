@@ -13,6 +13,7 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "./config";
+import { admit as admitToGate, emptyGate, release as releaseToGate, type Admission, type AttemptEnd, type BreakerConfig, type GateConfig, type GateState } from "./delivery/gate";
 import { log } from "./log";
 
 export const AUTO_DISABLE_THRESHOLD = 10;
@@ -24,6 +25,7 @@ export interface HealthState {
 }
 
 const COUNT = "failure_count";
+const GATE = "gate";
 
 export class DestinationHealth extends DurableObject<Env> {
   private get count(): number {
@@ -65,6 +67,42 @@ export class DestinationHealth extends DurableObject<Env> {
 
   async state(): Promise<{ failure_count: number }> {
     return { failure_count: this.count };
+  }
+
+  // ---- the gate (src/delivery/gate.ts): rate limit, in-flight cap, circuit breaker ----
+
+  /** The clock of the gate (tests move it). */
+  now: () => number = () => Date.now();
+
+  private get gate(): GateState {
+    return this.ctx.storage.kv.get<GateState>(GATE) ?? emptyGate();
+  }
+
+  /** Which of these deliveries may start an attempt now; the others wait (gate.ts). */
+  async admit(destinationId: string, cfg: GateConfig, deliveryIds: string[]): Promise<Admission[]> {
+    const g = this.gate;
+    const was = g.breaker.state;
+    const out = admitToGate(g, cfg, deliveryIds, this.now());
+    this.ctx.storage.kv.put(GATE, g);
+    if (was !== g.breaker.state) log("info", "destination_circuit", { destination_id: destinationId, state: g.breaker.state });
+    return out;
+  }
+
+  /** Attempts that ended (or never started): their permits come back, and the circuit breaker learns. */
+  async release(destinationId: string, ends: { deliveryId: string; end: AttemptEnd; durationMs: number }[], breaker?: BreakerConfig): Promise<void> {
+    const g = this.gate;
+    const was = g.breaker.state;
+    const now = this.now();
+    for (const e of ends) releaseToGate(g, e.deliveryId, e.end, e.durationMs, now, breaker);
+    this.ctx.storage.kv.put(GATE, g);
+    if (was !== g.breaker.state) {
+      log(g.breaker.state === "open" ? "warn" : "info", "destination_circuit", { destination_id: destinationId, state: g.breaker.state, ...(g.breaker.state === "open" ? { open_ms: g.breaker.openMs } : {}) });
+    }
+  }
+
+  /** The gate's state, for tests and the console. */
+  async gateState(): Promise<GateState> {
+    return this.gate;
   }
 
   private async writeCount(destinationId: string, count: number): Promise<void> {

@@ -23,6 +23,8 @@ export interface DestinationInput {
   event_filter?: string[] | undefined;
   payload_filter?: Record<string, unknown> | null | undefined;
   headers?: Record<string, string> | undefined;
+  rate_limit?: number | null | undefined;
+  ordering?: "none" | "fifo" | undefined;
   enabled?: boolean | undefined;
 }
 
@@ -59,6 +61,8 @@ export async function createDestination(
     eventFilter: input.event_filter ?? [],
     payloadFilter: input.payload_filter ?? null,
     ...(await sealHeaders(s, id, input.headers ?? {})),
+    rateLimit: input.rate_limit ?? null,
+    ordering: input.ordering ?? "none",
     enabled: input.enabled ?? true,
     failureCount: 0,
     createdAt: now,
@@ -100,6 +104,9 @@ export async function updateDestination(
   if (patch.headers !== undefined) Object.assign(set, await sealHeaders(s, current.id, patch.headers));
   // enabled: true does not reset failure_count: the first success afterwards does.
   if (patch.enabled !== undefined) set.enabled = patch.enabled;
+  // Flow control applies to every delivery not attempted yet (the gate reads it per batch).
+  if (patch.rate_limit !== undefined) set.rateLimit = patch.rate_limit;
+  if (patch.ordering !== undefined) set.ordering = patch.ordering;
   // Sending the current secret again changes nothing (and so does not end a rotation's grace).
   if (patch.secret !== undefined && patch.secret !== (await s.secrets.decrypt(current.secretCiphertext, secretContext.destination(current.id)))) {
     set.secretCiphertext = await s.secrets.encrypt(patch.secret, secretContext.destination(current.id));
@@ -154,7 +161,7 @@ export async function signingSecrets(
 /** What the deliver consumer needs of a destination. */
 export type DeliveryDestination = Pick<
   DestinationRow,
-  "id" | "sourceId" | "url" | "enabled" | "secretCiphertext" | "previousSecretCiphertext" | "secretRotatedAt" | "headersCiphertext"
+  "id" | "sourceId" | "url" | "enabled" | "secretCiphertext" | "previousSecretCiphertext" | "secretRotatedAt" | "headersCiphertext" | "rateLimit" | "ordering"
 >;
 
 /**
@@ -199,6 +206,8 @@ async function readDeliveryDestinations(s: Services, ids: string[]): Promise<Map
       previousSecretCiphertext: destinations.previousSecretCiphertext,
       secretRotatedAt: destinations.secretRotatedAt,
       headersCiphertext: destinations.headersCiphertext,
+      rateLimit: destinations.rateLimit,
+      ordering: destinations.ordering,
     })
     .from(destinations)
     .where(sql`${destinations.id} IN (SELECT value FROM json_each(${JSON.stringify(ids)}))`)

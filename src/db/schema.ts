@@ -80,6 +80,10 @@ export const destinations = sqliteTable(
     /** The custom headers, names and values, as JSON encrypted like the secret; null for none. */
     headersCiphertext: text("headers_ct"),
     enabled: integer("enabled", { mode: "boolean" }).notNull().default(true),
+    /** Attempts started per second at most (1–1,000), or null for no limit: enforced by DestinationHealth. */
+    rateLimit: integer("rate_limit"),
+    /** "none", or "fifo": one event at a time, in ingest order (DestinationHealth). */
+    ordering: text("ordering", { enum: ["none", "fifo"] }).notNull().default("none"),
     /** Written only by the DestinationHealth Durable Object. */
     failureCount: integer("failure_count").notNull().default(0),
     createdAt: integer("created_at").notNull(),
@@ -90,8 +94,8 @@ export const destinations = sqliteTable(
 
 /**
  * Which partitions (EventStore Durable Objects) exist: one row per source and UTC day
- * that received anything, with the day's shard count (store/shards.ts) and a bit per
- * shard that exists (two 32-bit halves: D1 hands integers to JavaScript as doubles).
+ * that received anything, with the day's shard count (store/shards.ts) and one
+ * character per shard, "1" where it exists (up to MAX_DAY_SHARDS).
  * Ingest reads the count to route; lists and deletes read the bits to know where to
  * look; the partitions hold the events themselves.
  */

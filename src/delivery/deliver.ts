@@ -23,6 +23,7 @@ import { attemptId, dayOf, parsePartitionName, partitionName, type PartitionRef 
 import type { ClaimedEvent, ClaimItem, Settlement } from "../store/types";
 import { attempt, type Outcome } from "./attempt";
 import { envelopeBytes } from "./envelope";
+import type { Admission, AttemptEnd } from "./gate";
 import { Limiter } from "./limiter";
 import type { DeliverMessage, DeliveryItem } from "./messages";
 import { recordWriters, type RecordWriters } from "./records";
@@ -33,6 +34,8 @@ export const WAVE_BUDGET_BYTES = 8 * 1024 * 1024;
 export const PER_DESTINATION = 2;
 /** When every attempt in flight has waited this long and nothing else can start, the rest goes back to the queue. */
 export const SLOW_MS = 1_000;
+/** A gate's permit lasts the delivery timeout and this much more when nobody returns it. */
+const LEASE_MARGIN_MS = 30_000;
 /** Our own failures (a partition or D1 unreachable) are retried after this. */
 export const RETRY_OURS_SECONDS = 5;
 
@@ -79,7 +82,12 @@ interface Ready extends Waiting {
   eventBytes: number;
   attemptCount: number;
   attemptsInRun: number;
+  /** The gate's slot for this start is this many ms away (under a second). */
+  startInMs?: number;
 }
+
+/** How each attempt of a wave ended, for the destinations' gates. */
+type GateEnds = Map<Ready, { end: AttemptEnd; durationMs: number }>;
 
 /** Bytes held: payloads claimed, and envelopes being sent. */
 class Held {
@@ -159,10 +167,13 @@ export async function deliverBatch(
   const writers = recordWriters(s, limiter);
   const health = healthReports(s, limiter);
   while (waiting.length > 0) {
-    const { wave, deferred } = await claimWave(s, limiter, waiting, destinations, held, done, ours);
-    waiting = deferred;
+    const claimed = await claimWave(s, limiter, waiting, destinations, held, done, ours);
+    waiting = claimed.deferred;
+    // The destinations' gates say which may start now; the rest wait in their partitions.
+    const wave = await gateWave(s, limiter, claimed.wave, held, done, ours);
+    const ends: GateEnds = new Map();
     let stalled = false;
-    await runWave(wave, held, limiter.httpPermits, (r) => attemptAndSettle(s, limiter, writers, health, r), done, ours, (unstarted) => {
+    await runWave(wave, held, limiter.httpPermits, (r) => attemptAndSettle(s, limiter, writers, health, r, ends), done, ours, (unstarted) => {
       // Every connection is held by a silent destination: the rest goes to another
       // invocation now, not once these time out.
       stalled = true;
@@ -171,6 +182,7 @@ export async function deliverBatch(
       log("warn", "delivery_batch_handed_back", { messages: handedBack });
       waiting = [];
     });
+    await releaseWave(s, limiter, wave, ends);
     if (stalled) break;
   }
   return { peakConnections: limiter.peak, peakHeldBytes: held.peak, handedBack, ours: oursCount };
@@ -225,6 +237,80 @@ async function claimWave(
     for (const [id, e] of events) if (!used.has(id)) held.add(-e.bytes);
   }
   return { wave, deferred };
+}
+
+/**
+ * Asks each destination's gate (its DestinationHealth object, one call per destination)
+ * which of the wave's deliveries may start now: its open circuit, its in-flight cap and
+ * its rate limit decide (gate.ts). The others go back to their partitions to wait, as
+ * new messages with their delays: no attempt, no retry spent, nothing counted.
+ */
+async function gateWave(
+  s: Services,
+  limiter: Limiter,
+  wave: Ready[],
+  held: Held,
+  done: (w: Waiting, what: Settle) => void,
+  ours: (w: Waiting) => void,
+): Promise<Ready[]> {
+  const go: Ready[] = [];
+  const waits: { r: Ready; waitSeconds: number }[] = [];
+  await Promise.all(
+    [...groupBy(wave, (r) => r.destination.id)].map(async ([destinationId, rs]) => {
+      const cfg = { rateLimit: rs[0]!.destination.rateLimit, maxInFlight: s.config.maxInFlightPerDestination, leaseMs: s.config.deliveryTimeoutMs + LEASE_MARGIN_MS, breaker: s.config.breaker };
+      let admissions: Admission[];
+      try {
+        admissions = await limiter.run("storage", () => s.health(destinationId).admit(destinationId, cfg, rs.map((r) => r.item.delivery_id)));
+      } catch (err) {
+        log("error", "destination_gate_failed", { destination_id: destinationId, error: errorName(err) });
+        for (const r of rs) ours(r);
+        return;
+      }
+      admissions.forEach((a, i) => {
+        const r = rs[i]!;
+        if (a.kind === "go") go.push(a.startInMs > 0 ? { ...r, startInMs: a.startInMs } : r);
+        // A rate slot's remainder under a second is waited out when it comes back.
+        else waits.push({ r, waitSeconds: a.reason === "rate" ? Math.floor(a.waitMs / 1000) : Math.ceil(a.waitMs / 1000) });
+      });
+    }),
+  );
+  await Promise.all(
+    [...groupBy(waits, (w) => partitionName(w.r.ref))].map(async ([, ws]) => {
+      try {
+        await limiter.run("storage", () =>
+          s.store(ws[0]!.r.ref).hold(ws.map((w) => ({ deliveryId: w.r.item.delivery_id, token: w.r.item.token, messageId: w.r.messageId, waitSeconds: w.waitSeconds }))),
+        );
+        // Held, or no longer this message's to hold (settled meanwhile): either way done here.
+        for (const w of ws) done(w.r, { ack: true });
+      } catch (err) {
+        log("error", "delivery_hold_failed", { partition: partitionName(ws[0]!.r.ref), error: errorName(err) });
+        for (const w of ws) ours(w.r);
+      }
+    }),
+  );
+  // The payloads of events none of whose deliveries start now are not held any longer.
+  const starting = new Set(go.map((r) => r.event.id));
+  const dropped = new Map<string, number>();
+  for (const { r } of waits) if (!starting.has(r.event.id)) dropped.set(r.event.id, r.eventBytes);
+  for (const bytes of dropped.values()) held.add(-bytes);
+  // Keep the wave's order (claim order) for those that start.
+  const order = new Map(wave.map((r, i) => [r.item.delivery_id, i]));
+  return go.sort((a, z) => order.get(a.item.delivery_id)! - order.get(z.item.delivery_id)!);
+}
+
+/** Returns the wave's permits to the gates, with how each attempt ended (one call per destination). */
+async function releaseWave(s: Services, limiter: Limiter, wave: Ready[], ends: GateEnds): Promise<void> {
+  await Promise.all(
+    [...groupBy(wave, (r) => r.destination.id)].map(async ([destinationId, rs]) => {
+      const list = rs.map((r) => ({ deliveryId: r.item.delivery_id, ...(ends.get(r) ?? { end: "none" as const, durationMs: 0 }) }));
+      try {
+        await limiter.run("storage", () => s.health(destinationId).release(destinationId, list, s.config.breaker));
+      } catch (err) {
+        // The permits lapse after their lease.
+        log("error", "destination_gate_failed", { destination_id: destinationId, error: errorName(err) });
+      }
+    }),
+  );
 }
 
 /**
@@ -295,13 +381,18 @@ function runWave(
 }
 
 /** One attempt and its settlement: the records written, then what to tell the queue. */
-async function attemptAndSettle(s: Services, limiter: Limiter, writers: RecordWriters, health: ReturnType<typeof healthReports>, r: Ready): Promise<Settle> {
+async function attemptAndSettle(s: Services, limiter: Limiter, writers: RecordWriters, health: ReturnType<typeof healthReports>, r: Ready, ends: GateEnds): Promise<Settle> {
+  if (r.startInMs !== undefined && r.startInMs > 0) await new Promise((go) => setTimeout(go, r.startInMs));
   const outcome: Outcome = await attempt(s, limiter, {
     destination: r.destination,
     event: r.event,
     sourceId: r.ref.sourceId,
     number: r.attemptCount + 1,
     attemptInRun: r.attemptsInRun + 1,
+  });
+  ends.set(r, {
+    end: outcome.kind === "succeeded" ? "succeeded" : outcome.kind === "retry" || outcome.kind === "exhausted" ? "failed" : "none",
+    durationMs: outcome.kind === "ours" ? 0 : outcome.durationMs,
   });
   if (outcome.kind === "ours") {
     log("warn", "delivery_deferred", { delivery_id: r.item.delivery_id, destination_id: r.destination.id, reason: outcome.error.slice(0, 200) });

@@ -93,12 +93,26 @@ const headers = z
     "Headers sent with every forward and test, e.g. an Authorization token: at most 20, values of at most 1,024 characters. Stored encrypted; reads show each value as \"********\". On PATCH, replaces the whole set; {} removes them. Names Krafter sets itself (content-type, content-length, host, user-agent, webhook-*, krafter-*) and hop-by-hop headers are refused.",
   );
 
+const rateLimit = z
+  .number()
+  .int("must be an integer from 1 to 1000, or null")
+  .min(1, "must be an integer from 1 to 1000, or null")
+  .max(1000, "must be an integer from 1 to 1000, or null")
+  .nullable()
+  .describe("Attempts started per second at most (1–1,000), or null for no limit (the default). Deliveries over it wait, as pending, without using retries.");
+
+const ordering = z
+  .enum(["none", "fifo"], { error: 'must be "none" or "fifo"' })
+  .describe('"none" (the default), or "fifo": each event is attempted only after every earlier one (in ingest order) succeeded or was given up, one attempt at a time.');
+
 export const createDestinationBody = z.strictObject({
   url,
   secret: secret.optional(),
   event_filter: eventFilter.optional(),
   payload_filter: payloadFilter.optional(),
   headers: headers.optional(),
+  rate_limit: rateLimit.optional(),
+  ordering: ordering.optional(),
   enabled: z.boolean().optional().describe("Disabled destinations are skipped during fan-out. Default true."),
 });
 
@@ -108,6 +122,8 @@ export const updateDestinationBody = z.strictObject({
   event_filter: eventFilter.optional(),
   payload_filter: payloadFilter.optional(),
   headers: headers.optional(),
+  rate_limit: rateLimit.optional(),
+  ordering: ordering.optional(),
   enabled: z.boolean().optional(),
 });
 
@@ -141,6 +157,8 @@ export function destinationJson(row: DestinationRow) {
     event_filter: row.eventFilter,
     payload_filter: row.payloadFilter ?? null,
     headers: Object.fromEntries(row.headerNames.map((n) => [n, MASK])),
+    rate_limit: row.rateLimit ?? null,
+    ordering: row.ordering,
     enabled: row.enabled,
     failure_count: row.failureCount,
     created_at: rfc3339(row.createdAt),

@@ -49,6 +49,8 @@ export const Destination = z
     event_filter: z.array(z.string()),
     payload_filter: z.record(z.string(), z.unknown()).nullable().describe("The payload filter, or null."),
     headers: z.record(z.string(), z.literal("********")).describe("The custom headers' names; every value shows as ********."),
+    rate_limit: z.number().int().nullable().describe("Attempts started per second at most, or null for no limit."),
+    ordering: z.enum(["none", "fifo"]).describe('"none", or "fifo": in ingest order, one at a time.'),
     enabled: z.boolean(),
     failure_count: z.number().int(),
     created_at: timestamp,

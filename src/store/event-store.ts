@@ -60,6 +60,8 @@ const DRAIN_RETRY_MS = 1_000;
 const DRAIN_RETRY_MAX_MS = 300_000;
 /** The destinations of the source are read again after this, or at once when the API says they changed. */
 const TARGETS_TTL_MS = 60_000;
+/** The longest a gate holds a delivery back in one go (the queue's longest delay). */
+const MAX_HOLD_SECONDS = 86_400;
 /** Rows deleted per transaction when a destination's data is removed. */
 const PURGE_CHUNK = 5_000;
 /** Events read per step of a replay's selection. */
@@ -550,6 +552,32 @@ export class EventStore extends DurableObject<Env> {
     });
     if (queued) await this.workWritten();
     return settled;
+  }
+
+  /**
+   * Deliveries the destination's gate holds back (its rate limit, its in-flight cap, its
+   * open circuit): each goes back to the queue after its wait, as a new message with a
+   * new token, without an attempt, a retry spent or a count. Only while the message asking
+   * still holds the claim; returns whether each was held.
+   */
+  async hold(items: { deliveryId: string; token: string; messageId: string; waitSeconds: number }[]): Promise<boolean[]> {
+    if (!this.registration) return items.map(() => false);
+    const now = this.now();
+    let queued = false;
+    const held = this.ctx.storage.transactionSync(() =>
+      items.map((it) => {
+        const d = this.q.deliveryState.get({ id: it.deliveryId });
+        if (!d || d.token !== it.token || d.claimedBy !== it.messageId || d.status !== "pending") return false;
+        const token = newToken();
+        const wait = Math.max(0, Math.min(Math.round(it.waitSeconds), MAX_HOLD_SECONDS));
+        this.q.hold.run({ id: d.id, token, nextAttemptAt: now + wait * 1000, now });
+        this.enqueue(deliverMessage(this.ref, d.eventId, [{ deliveryId: d.id, destinationId: d.destinationId, token }]), wait, now);
+        queued = true;
+        return true;
+      }),
+    );
+    if (queued) await this.workWritten();
+    return held;
   }
 
   /**

@@ -170,6 +170,12 @@ export function hotStatements(db: PartitionDb) {
       })
       .where(eq(deliveries.id, p("id")))
       .prepare(),
+    /** A delivery the destination's gate holds back: a new token, the claim released, due later; no attempt. */
+    hold: db
+      .update(deliveries)
+      .set({ token: v("token"), claimedBy: null, claimedUntil: 0, nextAttemptAt: v("nextAttemptAt"), updatedAt: v("now") })
+      .where(eq(deliveries.id, p("id")))
+      .prepare(),
   };
 }
 

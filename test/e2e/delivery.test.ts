@@ -17,8 +17,9 @@ let api: Api;
 
 beforeAll(async () => {
   receiver = await startReceiver();
-  // The sweep runs every 5 s here and re-queues what waited 20 s: nothing may stay lost.
-  dev = await startDev({ vars: { RETRY_SCHEDULE: "1,1,1", SWEEP_AFTER_SECONDS: "20" }, cronEveryMs: 5_000 });
+  // The circuit breaker is off here (CIRCUIT_MIN_ATTEMPTS out of reach): these tests count
+  // failed attempts in a row; test/e2e/flow-control.test.ts covers the breaker.
+  dev = await startDev({ vars: { RETRY_SCHEDULE: "1,1,1", CIRCUIT_MIN_ATTEMPTS: "1000000" }, cronEveryMs: 5_000 });
   api = new Api(dev.origin, await dev.apiKey());
 });
 

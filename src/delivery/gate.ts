@@ -1,0 +1,172 @@
+/**
+ * The gate of one destination: which of its deliveries may start an attempt now, and how
+ * long the others wait. Kept by the destination's Durable Object (DestinationHealth), the
+ * one place that sees every attempt to that destination, so it holds across every
+ * consumer invocation at once. Pure: the object persists `GateState` and passes the clock.
+ *
+ * In order, for each delivery asked about:
+ * 1. Circuit breaker (Convoy's, simplified): over the last BREAKER_WINDOW_MS (60 s), once
+ *    at least `minAttempts` (10) attempts ended and at least `failureRatio` (50 %) of them
+ *    failed or timed out, the breaker opens for `openMs` (30 s; doubling at each
+ *    reopening, up to `openMaxMs`, 5 min). Open: nothing starts. Then half-open: one
+ *    trial starts; its success closes the breaker, its failure opens it again.
+ * 2. In flight: at most `maxInFlight` permits out at once (MAX_IN_FLIGHT_PER_DESTINATION).
+ *    A permit is returned with the attempt's outcome, or lapses after its lease.
+ * 3. Rate limit: starts are spaced 1000 / rate_limit ms apart (a generic cell rate
+ *    algorithm with no burst): a delivery gets the next free slot, kept for it while it
+ *    waits, so over any 10 s no more than 10 × rate_limit + 1 attempts start.
+ * A delivery that may not start waits outside the deliver path (its partition queues it
+ * again with the delay): waiting is not an attempt, spends no retry and counts nothing.
+ */
+
+export const BREAKER_WINDOW_MS = 60_000;
+const BREAKER_BUCKET_MS = 10_000;
+export const BREAKER_MIN_ATTEMPTS = 10;
+export const BREAKER_FAILURE_RATIO = 0.5;
+export const BREAKER_OPEN_MS = 30_000;
+export const BREAKER_OPEN_MAX_MS = 300_000;
+/** A delivery held for the in-flight cap asks again after about this long, at least. */
+const IN_FLIGHT_WAIT_MS = 1_000;
+/** Slots reserved for deliveries that never came back are forgotten after this. */
+const RESERVATION_TTL_MS = 60_000;
+
+export interface BreakerConfig {
+  minAttempts: number;
+  failureRatio: number;
+  openMs: number;
+  openMaxMs: number;
+}
+
+export const DEFAULT_BREAKER: BreakerConfig = {
+  minAttempts: BREAKER_MIN_ATTEMPTS,
+  failureRatio: BREAKER_FAILURE_RATIO,
+  openMs: BREAKER_OPEN_MS,
+  openMaxMs: BREAKER_OPEN_MAX_MS,
+};
+
+export interface GateConfig {
+  rateLimit: number | null;
+  maxInFlight: number;
+  /** The circuit breaker's parameters (CIRCUIT_* in [vars]); the defaults above otherwise. */
+  breaker?: BreakerConfig;
+  /** How long a permit lasts when nobody returns it (a consumer that died). */
+  leaseMs: number;
+}
+
+export type Admission = { kind: "go"; startInMs: number } | { kind: "hold"; waitMs: number; reason: "circuit_open" | "in_flight" | "rate" };
+
+export type AttemptEnd = "succeeded" | "failed" | "none";
+
+export interface BreakerState {
+  state: "closed" | "open" | "half_open";
+  /** open: until when; half_open: the trial's lease end (0 when no trial is out). */
+  until: number;
+  /** The pause of the next opening. */
+  openMs: number;
+  trial: string | null;
+}
+
+export interface GateState {
+  nextSlot: number;
+  reserved: Record<string, number>;
+  leases: Record<string, number>;
+  buckets: { at: number; ok: number; failed: number }[];
+  breaker: BreakerState;
+  /** Mean attempt duration (ms), to space the waits of the in-flight cap. */
+  meanMs: number;
+}
+
+export const emptyGate = (): GateState => ({
+  nextSlot: 0,
+  reserved: {},
+  leases: {},
+  buckets: [],
+  breaker: { state: "closed", until: 0, openMs: BREAKER_OPEN_MS, trial: null },
+  meanMs: 1_000,
+});
+
+function sweep(g: GateState, now: number): void {
+  for (const [id, until] of Object.entries(g.leases)) if (until <= now) delete g.leases[id];
+  for (const [id, at] of Object.entries(g.reserved)) if (at < now - RESERVATION_TTL_MS) delete g.reserved[id];
+  g.buckets = g.buckets.filter((b) => b.at > now - BREAKER_WINDOW_MS);
+  const b = g.breaker;
+  if (b.state === "open" && now >= b.until) {
+    b.state = "half_open";
+    b.until = 0;
+    b.trial = null;
+  }
+  if (b.state === "half_open" && b.trial !== null && b.until <= now) {
+    // The trial's permit lapsed without an outcome: let another try.
+    b.trial = null;
+  }
+}
+
+/** Which of these deliveries start now (and after how many ms), and how long the others wait. */
+export function admit(g: GateState, cfg: GateConfig, deliveryIds: string[], now: number): Admission[] {
+  sweep(g, now);
+  let heldForFlight = 0;
+  return deliveryIds.map((id): Admission => {
+    const b = g.breaker;
+    if (b.state === "open") return { kind: "hold", waitMs: b.until - now, reason: "circuit_open" };
+    if (b.state === "half_open" && b.trial !== null && b.trial !== id) return { kind: "hold", waitMs: Math.max(IN_FLIGHT_WAIT_MS, b.until - now), reason: "circuit_open" };
+    const holding = g.leases[id] !== undefined;
+    if (!holding && Object.keys(g.leases).length >= cfg.maxInFlight) {
+      // Spread the waits so those held come back about as permits free up.
+      const waitMs = Math.max(IN_FLIGHT_WAIT_MS, g.meanMs) * (1 + Math.floor(heldForFlight++ / Math.max(1, cfg.maxInFlight)));
+      return { kind: "hold", waitMs, reason: "in_flight" };
+    }
+    let startAt = now;
+    if (cfg.rateLimit !== null) {
+      const slot = g.reserved[id] ?? Math.max(now, g.nextSlot);
+      if (g.reserved[id] === undefined) {
+        g.nextSlot = slot + 1000 / cfg.rateLimit;
+        g.reserved[id] = slot;
+      }
+      if (slot - now >= 1000) return { kind: "hold", waitMs: slot - now, reason: "rate" };
+      delete g.reserved[id];
+      startAt = slot;
+    }
+    g.leases[id] = startAt + cfg.leaseMs;
+    if (b.state === "half_open") {
+      b.trial = id;
+      b.until = startAt + cfg.leaseMs;
+    }
+    return { kind: "go", startInMs: Math.max(0, Math.ceil(startAt - now)) };
+  });
+}
+
+/** An attempt ended (or never started: "none"): its permit comes back, and the breaker learns. */
+export function release(g: GateState, deliveryId: string, end: AttemptEnd, durationMs: number, now: number, bc: BreakerConfig = DEFAULT_BREAKER): void {
+  sweep(g, now);
+  delete g.leases[deliveryId];
+  if (end === "none") {
+    if (g.breaker.trial === deliveryId) g.breaker.trial = null;
+    return;
+  }
+  g.meanMs = Math.round(g.meanMs * 0.8 + Math.max(1, durationMs) * 0.2);
+  const b = g.breaker;
+  if (b.state === "half_open" && b.trial === deliveryId) {
+    if (end === "succeeded") {
+      g.breaker = { state: "closed", until: 0, openMs: bc.openMs, trial: null };
+      g.buckets = [];
+    } else {
+      open(g, now, bc);
+    }
+    return;
+  }
+  const at = now - (now % BREAKER_BUCKET_MS);
+  let bucket = g.buckets.find((x) => x.at === at);
+  if (!bucket) g.buckets.push((bucket = { at, ok: 0, failed: 0 }));
+  if (end === "succeeded") bucket.ok++;
+  else bucket.failed++;
+  if (b.state !== "closed") return;
+  const ok = g.buckets.reduce((n, x) => n + x.ok, 0);
+  const failed = g.buckets.reduce((n, x) => n + x.failed, 0);
+  if (ok + failed >= bc.minAttempts && failed / (ok + failed) >= bc.failureRatio) open(g, now, bc);
+}
+
+function open(g: GateState, now: number, bc: BreakerConfig): void {
+  const pause = g.breaker.state === "closed" ? bc.openMs : Math.min(g.breaker.openMs * 2, bc.openMaxMs);
+  g.breaker = { state: "open", until: now + pause, openMs: pause, trial: null };
+  g.buckets = [];
+}

@@ -1,0 +1,72 @@
+/**
+ * Flow control on destinations (PRODUCT.md "Flow control", "Isolation, limits and
+ * quotas"): rate_limit and ordering through the API, and the deliver path's gate: a
+ * delivery the gate holds back stays pending, with no attempt, no retry spent and no
+ * count, and goes back to the queue with its delay.
+ */
+import { env } from "cloudflare:workers";
+import { beforeEach, describe, expect, it } from "vitest";
+import type { Env } from "../../src/config";
+import { call, createAccount, createDestination, createSource, expect422, json, type Account } from "../helpers/api";
+import { attemptRows, currentMessage, deliveryRow, destinationRow, insertDelivery, insertEvent, runQueue } from "../helpers/delivery";
+
+let account: Account;
+let source: { id: string; ingest_url: string };
+const base = () => `/api/v1/webhooks/sources/${source.id}/destinations`;
+const post = (body: unknown) => call("POST", base(), { key: account.key, body });
+const patch = (id: string, body: unknown) => call("PATCH", `${base()}/${id}`, { key: account.key, body });
+
+beforeEach(async () => {
+  account = await createAccount();
+  source = await createSource(account, { name: "flow" });
+});
+
+describe("rate_limit and ordering through the API", () => {
+  it("default to null and none; are returned by create, GET, list and PATCH; PATCH null removes the limit", async () => {
+    const plain = (await json(await post({ url: "https://hooks.example.com/a" }))).data;
+    expect(plain).toMatchObject({ rate_limit: null, ordering: "none" });
+    const created = await post({ url: "https://hooks.example.com/b", rate_limit: 5, ordering: "fifo" });
+    expect(created.status).toBe(201);
+    const d = (await json(created)).data;
+    expect(d).toMatchObject({ rate_limit: 5, ordering: "fifo" });
+    expect((await json(await call("GET", `${base()}/${d.id}`, { key: account.key }))).data).toMatchObject({ rate_limit: 5, ordering: "fifo" });
+    expect((await json(await call("GET", base(), { key: account.key }))).data.find((x: { id: string }) => x.id === d.id)).toMatchObject({ rate_limit: 5, ordering: "fifo" });
+    expect((await json(await patch(d.id, { rate_limit: 1000 }))).data).toMatchObject({ rate_limit: 1000, ordering: "fifo" });
+    expect((await json(await patch(d.id, { rate_limit: null, ordering: "none" }))).data).toMatchObject({ rate_limit: null, ordering: "none" });
+  });
+
+  it.each([[0], [1001], [2.5], ["5"], [true]])("refuses rate_limit %j with a 422 on rate_limit", async (value) => {
+    await expect422(await post({ url: "https://hooks.example.com/a", rate_limit: value }), "rate_limit");
+  });
+
+  it.each([["FIFO"], ["lifo"], [null], [1]])("refuses ordering %j with a 422 on ordering", async (value) => {
+    await expect422(await post({ url: "https://hooks.example.com/a", ordering: value }), "ordering");
+    const d = await createDestination(account, source.id, { url: "https://hooks.example.com/a" });
+    await expect422(await patch(d.id, { ordering: value }), "ordering");
+  });
+});
+
+describe("the gate in the deliver path", () => {
+  it("over the in-flight cap: the deliveries held stay pending with no attempt, spend no retry, and come back as new messages with a delay", async () => {
+    const dest = await createDestination(account, source.id, { url: "https://hooks.example.com/held" });
+    const capped = { ...(env as unknown as Env), MAX_IN_FLIGHT_PER_DESTINATION: "2" } as Env;
+    const msgs = [];
+    for (let i = 0; i < 5; i++) msgs.push(await insertDelivery(await insertEvent(source.id), dest.id));
+    const run = await runQueue("krafter-deliver", msgs, { env: capped });
+    // Every message is acknowledged: two attempted, three handed back to their partition.
+    expect(run.explicitAcks.sort()).toEqual(run.ids.sort());
+    const rows = await Promise.all(msgs.map(async (m) => ({ m, row: (await deliveryRow(m.deliveries[0]!.delivery_id))! })));
+    const attempted = rows.filter((r) => r.row.attempt_count === 1);
+    const held = rows.filter((r) => r.row.attempt_count === 0);
+    expect(attempted).toHaveLength(2);
+    expect(held).toHaveLength(3);
+    for (const { m, row } of held) {
+      expect(row).toMatchObject({ status: "pending", attempts_in_run: 0 });
+      expect(row.next_attempt_at).toBeGreaterThanOrEqual(Date.now() - 1000);
+      expect(await attemptRows(m.deliveries[0]!.delivery_id)).toEqual([]);
+      // A new message with a new token: the one that was held no longer counts.
+      expect((await currentMessage(m)).deliveries[0]!.token).not.toBe(m.deliveries[0]!.token);
+    }
+    expect(await destinationRow(dest.id)).toMatchObject({ failure_count: 0 });
+  });
+});

@@ -1,0 +1,124 @@
+/**
+ * A destination's gate (src/delivery/gate.ts) under an injected clock: the rate limit's
+ * spacing over any 10-second window, the in-flight cap across callers, and the circuit
+ * breaker opening, half-opening and closing.
+ */
+import { describe, expect, it } from "vitest";
+import { admit, BREAKER_MIN_ATTEMPTS, BREAKER_OPEN_MAX_MS, BREAKER_OPEN_MS, emptyGate, release, type GateConfig } from "../../src/delivery/gate";
+
+const cfg = (over: Partial<GateConfig> = {}): GateConfig => ({ rateLimit: null, maxInFlight: 10, leaseMs: 45_000, ...over });
+const ids = (n: number, from = 0) => Array.from({ length: n }, (_, i) => `d${from + i}`);
+
+describe("rate limit", () => {
+  it("5/s: 100 deliveries asked at once start 200 ms apart, each keeping its slot while it waits; no 10 s window holds more than 51", () => {
+    const g = emptyGate();
+    const t0 = 1_000_000;
+    const c = cfg({ rateLimit: 5, maxInFlight: 1000 });
+    const starts: number[] = [];
+    // The consumer's loop: ask, start those that may (after their ms), bring the rest back after floor(wait) seconds.
+    let pending = ids(100).map((id) => ({ id, at: t0 }));
+    while (pending.length > 0) {
+      pending.sort((a, z) => a.at - z.at);
+      const now = pending[0]!.at;
+      const batch = pending.filter((p) => p.at === now);
+      pending = pending.filter((p) => p.at !== now);
+      admit(g, c, batch.map((b) => b.id), now).forEach((a, i) => {
+        if (a.kind === "go") {
+          expect(a.startInMs).toBeLessThan(1000);
+          starts.push(now + a.startInMs);
+          release(g, batch[i]!.id, "succeeded", 50, now + a.startInMs + 50);
+        } else {
+          expect(a.reason).toBe("rate");
+          pending.push({ id: batch[i]!.id, at: now + Math.floor(a.waitMs / 1000) * 1000 });
+        }
+      });
+    }
+    expect(starts).toHaveLength(100);
+    starts.sort((a, z) => a - z);
+    for (let i = 1; i < starts.length; i++) expect(starts[i]! - starts[i - 1]!).toBeGreaterThanOrEqual(199);
+    let most = 0;
+    for (const s of starts) most = Math.max(most, starts.filter((x) => x >= s && x < s + 10_000).length);
+    expect(most).toBeLessThanOrEqual(5 * 10 * 1.1);
+    expect(most).toBe(50);
+  });
+
+  it("no limit: everything starts at once (up to the in-flight cap)", () => {
+    const g = emptyGate();
+    expect(admit(g, cfg({ maxInFlight: 100 }), ids(20), 0).every((a) => a.kind === "go" && a.startInMs === 0)).toBe(true);
+  });
+});
+
+describe("in-flight cap", () => {
+  it("at most maxInFlight permits out across callers; a permit returned or lapsed lets the next one start", () => {
+    const g = emptyGate();
+    const c = cfg({ maxInFlight: 3, leaseMs: 10_000 });
+    const first = admit(g, c, ids(2), 0);
+    const second = admit(g, c, ids(3, 2), 0); // another invocation
+    expect([...first, ...second].map((a) => a.kind)).toEqual(["go", "go", "go", "hold", "hold"]);
+    expect(second[1]).toMatchObject({ kind: "hold", reason: "in_flight" });
+    release(g, "d0", "succeeded", 100, 500);
+    expect(admit(g, c, ["d3", "d4"], 600).map((a) => a.kind)).toEqual(["go", "hold"]);
+    // d1, d2 and d3 never come back: their leases lapse.
+    expect(admit(g, c, ["d4"], 11_000)[0]!.kind).toBe("go");
+  });
+});
+
+describe("circuit breaker", () => {
+  const fail = (g: ReturnType<typeof emptyGate>, n: number, at: number, from = 0) => {
+    for (const id of ids(n, from)) {
+      expect(admit(g, cfg({ maxInFlight: 1000 }), [id], at)[0]!.kind).toBe("go");
+      release(g, id, "failed", 15_000, at);
+    }
+  };
+
+  it("opens once most recent attempts failed, holds everything while open, half-opens for one trial, closes on its success", () => {
+    const g = emptyGate();
+    const c = cfg({ maxInFlight: 1000 });
+    fail(g, BREAKER_MIN_ATTEMPTS - 1, 1_000);
+    expect(g.breaker.state).toBe("closed"); // too few attempts to judge
+    fail(g, 1, 1_000, 100);
+    expect(g.breaker.state).toBe("open");
+    const held = admit(g, c, ["x", "y"], 2_000);
+    expect(held).toEqual([
+      { kind: "hold", waitMs: BREAKER_OPEN_MS - 1_000, reason: "circuit_open" },
+      { kind: "hold", waitMs: BREAKER_OPEN_MS - 1_000, reason: "circuit_open" },
+    ]);
+    // After the pause: one trial, the rest still held.
+    const t = 1_000 + BREAKER_OPEN_MS;
+    expect(admit(g, c, ["x", "y"], t).map((a) => a.kind)).toEqual(["go", "hold"]);
+    expect(g.breaker.state).toBe("half_open");
+    release(g, "x", "succeeded", 80, t + 80);
+    expect(g.breaker.state).toBe("closed");
+    expect(admit(g, c, ["y", "z"], t + 100).map((a) => a.kind)).toEqual(["go", "go"]);
+  });
+
+  it("a failed trial opens it again for twice as long, up to the maximum; successes mixed in keep it closed", () => {
+    const g = emptyGate();
+    const c = cfg({ maxInFlight: 1000 });
+    fail(g, BREAKER_MIN_ATTEMPTS, 0);
+    let now = BREAKER_OPEN_MS;
+    let pause = BREAKER_OPEN_MS;
+    for (let i = 0; i < 6; i++) {
+      expect(admit(g, c, [`t${i}`], now)[0]!.kind).toBe("go");
+      release(g, `t${i}`, "failed", 15_000, now);
+      pause = Math.min(pause * 2, BREAKER_OPEN_MAX_MS);
+      expect(g.breaker).toMatchObject({ state: "open", until: now + pause });
+      now += pause;
+    }
+    expect(pause).toBe(BREAKER_OPEN_MAX_MS);
+
+    const h = emptyGate();
+    for (let i = 0; i < 30; i++) {
+      admit(h, c, [`m${i}`], 0);
+      release(h, `m${i}`, i % 3 === 0 ? "failed" : "succeeded", 100, 0); // a third fail
+    }
+    expect(h.breaker.state).toBe("closed");
+  });
+
+  it("failures older than the window are forgotten", () => {
+    const g = emptyGate();
+    fail(g, BREAKER_MIN_ATTEMPTS - 1, 0);
+    fail(g, 1, 61_000, 50);
+    expect(g.breaker.state).toBe("closed");
+  });
+});
