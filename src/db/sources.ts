@@ -1,14 +1,16 @@
 /** Queries and rules for sources: every read is scoped to the owning account. */
-import { and, desc, eq, lt } from "drizzle-orm";
+import { and, desc, eq, lt, sql } from "drizzle-orm";
 import type { Services } from "../services";
 import { bytesToBase64Url, randomBytes } from "../security/encoding";
 import { secretContext } from "../security/secrets";
 import { forgetIngestSource } from "../ingest/sources";
+import { ALERTS_PROVIDER, type SourceProvider } from "../ingest/providers";
 import { newId } from "./ids";
 import { deleteWithRemoval } from "./removals";
 import { sources, type Provider } from "./schema";
 
-export type SourceRow = typeof sources.$inferSelect;
+/** A source as stored: its provider may also be krafter (the alerts source), which `Provider` leaves out. */
+export type SourceRow = Omit<typeof sources.$inferSelect, "provider"> & { provider: SourceProvider };
 
 /** 192 random bits: the ingest URL is the only credential a provider holds. */
 export function generateIngestKey(): string {
@@ -22,7 +24,7 @@ export async function createSource(
 ): Promise<SourceRow> {
   const now = s.now();
   const id = newId(now);
-  const row: SourceRow = {
+  const row: typeof sources.$inferInsert & SourceRow = {
     id,
     accountId,
     name: input.name,
@@ -36,6 +38,34 @@ export async function createSource(
   };
   await s.db.insert(sources).values(row).run();
   return row;
+}
+
+/**
+ * The account's alerts source (provider krafter), unless it has one already: null then.
+ * One statement, INSERT … SELECT … WHERE NOT EXISTS: D1 runs statements one at a time,
+ * so two requests at once create one source between them, without a unique index (and
+ * so without a migration). Its ingest key is no key: `alerts:<id>` is unique, as the
+ * column wants, but never the shape of one (`src_` + 32 characters), so no ingest URL
+ * reaches it, and it is never shown.
+ */
+export async function createAlertsSource(s: Services, accountId: string, name: string): Promise<SourceRow | null> {
+  const now = s.now();
+  const id = newId(now);
+  const row: SourceRow = {
+    id,
+    accountId,
+    name,
+    provider: ALERTS_PROVIDER,
+    ingestKey: `alerts:${id}`,
+    signingSecretCiphertext: null,
+    createdAt: now,
+    updatedAt: now,
+  };
+  const result = await s.db.run(sql`
+    INSERT INTO ${sources} (id, account_id, name, provider, ingest_key, signing_secret_ct, created_at, updated_at)
+    SELECT ${row.id}, ${accountId}, ${name}, ${ALERTS_PROVIDER}, ${row.ingestKey}, NULL, ${now}, ${now}
+    WHERE NOT EXISTS (SELECT 1 FROM ${sources} WHERE account_id = ${accountId} AND provider = ${ALERTS_PROVIDER})`);
+  return result.meta.changes === 1 ? row : null;
 }
 
 export async function getSource(s: Services, accountId: string, id: string): Promise<SourceRow | undefined> {
@@ -71,7 +101,8 @@ export async function updateSource(
     .update(sources)
     .set({
       name: next.name,
-      provider: next.provider,
+      // The alerts source keeps krafter, and no other source becomes it (http/sources.ts).
+      ...(patch.provider !== undefined ? { provider: patch.provider } : {}),
       signingSecretCiphertext: next.signingSecretCiphertext,
       updatedAt: next.updatedAt,
     })

@@ -7,7 +7,7 @@
 import type { Hono } from "hono";
 import { describeRoute, generateSpecs, resolver } from "hono-openapi";
 import { z } from "zod";
-import { providers } from "../db/schema";
+import { sourceProviders } from "../ingest/providers";
 import { attemptOutcomes, deliveryStatuses, eventStatuses } from "../store/schema";
 import type { AppEnv } from "./context";
 import { errorStatus, type ErrorCode } from "./errors";
@@ -30,11 +30,11 @@ export const Source = z
   .object({
     id: uuid,
     name: z.string(),
-    provider: z.enum(providers),
+    provider: z.enum(sourceProviders).describe("How to read incoming requests; `krafter` for the account's alerts source, which Krafter itself feeds."),
     ingest_url: z
       .string()
       .nullable()
-      .describe("Give this URL to the provider. The key in it is the only credential it needs: keys with webhooks:read only get null."),
+      .describe("Give this URL to the provider. The key in it is the only credential it needs: keys with webhooks:read only get null, and so does everyone for the alerts source (provider krafter), which takes no requests."),
     verifies_signatures: z.boolean(),
     created_at: timestamp,
     updated_at: timestamp,

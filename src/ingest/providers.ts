@@ -3,12 +3,27 @@
  * identifies a delivery (for de-duplication). Verification is constant-time and,
  * where the provider signs a timestamp, refuses signatures older or newer than 300 s.
  */
-import type { Provider } from "../db/schema";
+import { providers, type Provider } from "../db/schema";
 import { base64ToBytes, bytesToBase64, hexToBytes, sha256Hex, timingSafeEqual } from "../security/encoding";
 import { secretKeyBytes } from "../security/signing";
 
 export const SIGNATURE_TOLERANCE_SECONDS = 300;
 export const MAX_TYPE_LENGTH = 255;
+
+/**
+ * The alerts source's provider (src/alerts): Krafter itself feeds that source, so it has
+ * no adapter, no ingest URL and no signing secret. The column is plain text in D1, so it
+ * needs no migration; `Provider` stays the list of providers that send requests.
+ */
+export const ALERTS_PROVIDER = "krafter";
+/** What a source's `provider` may be: a provider that sends requests, or krafter. */
+export const sourceProviders = [...providers, ALERTS_PROVIDER] as const;
+export type SourceProvider = (typeof sourceProviders)[number];
+
+/** Whether requests may be sent to a source of this provider (the alerts source takes none). */
+export function takesRequests(provider: SourceProvider): provider is Provider {
+  return provider !== ALERTS_PROVIDER;
+}
 
 export interface IncomingRequest {
   headers: Headers;
@@ -188,6 +203,7 @@ export async function deliveryIdOf(provider: Provider, req: IncomingRequest, sig
 }
 
 /** Why a signing secret cannot be the provider's, or null. */
-export function invalidSigningSecret(provider: Provider, secret: string): string | null {
+export function invalidSigningSecret(provider: SourceProvider, secret: string): string | null {
+  if (!takesRequests(provider)) return "no signing_secret applies: Krafter feeds this source itself and it takes no requests (send null or leave it out)";
   return adapters[provider].invalidSecret(secret);
 }

@@ -85,7 +85,9 @@ export const ingestRoutes = new Hono<AppEnv>().post("/:ingest_key", ingestDoc, a
   const key = c.req.param("ingest_key");
   if (!INGEST_KEY.test(key)) throw notFound("source");
   const source = await sourceForIngest(s, key);
-  if (!source) throw notFound("source");
+  // A source without an adapter (the alerts source, which Krafter feeds itself) takes no
+  // requests. Its key never has the shape of one anyway (db/sources.ts): this is the second lock.
+  if (!source || !Object.hasOwn(adapters, source.provider)) throw notFound("source");
 
   const bytes = await readBounded(c.req.raw, s.config.maxBodyBytes);
   // ignoreBOM: keep a leading byte-order mark. The default decoder drops it, which
