@@ -7,6 +7,9 @@
  * - exhausted: a forward used up its retries. failure_count + 1; at 10 or more, if the
  *   destination is enabled, it is disabled (one log line).
  * - success: failure_count back to 0.
+ * - alerts (src/alerts): both decide the destination's alerts (failing at 5, disabled,
+ *   recovered, exhausted forwards by the hour), kept in this object's storage and stored
+ *   in the account's alerts source by its alarm; they never slow or fail these calls.
  * PATCH enabled:true does not reset the count, so a re-enabled destination that fails
  * once more is disabled again; its first success resets it.
  * Durable storage holds the count, so it survives eviction; D1 mirrors it for reads.
@@ -15,6 +18,7 @@ import { DurableObject } from "cloudflare:workers";
 import type { Env } from "./config";
 import { admit as admitToGate, emptyGate, release as releaseToGate, type Admission, type AttemptEnd, type BreakerConfig, type GateConfig, type GateState } from "./delivery/gate";
 import { log } from "./log";
+import { AlertsOutbox } from "./alerts/outbox";
 
 export const AUTO_DISABLE_THRESHOLD = 10;
 
@@ -32,7 +36,8 @@ export class DestinationHealth extends DurableObject<Env> {
     return this.ctx.storage.kv.get<number>(COUNT) ?? 0;
   }
 
-  async exhausted(destinationId: string): Promise<HealthState> {
+  /** `eventId`: the event whose forward gave up, named by delivery.exhausted alerts (looked up when not given). */
+  async exhausted(destinationId: string, eventId?: string): Promise<HealthState> {
     return this.ctx.blockConcurrencyWhile(async () => {
       const count = this.count + 1;
       let disabledNow = false;
@@ -51,19 +56,47 @@ export class DestinationHealth extends DurableObject<Env> {
       if (disabledNow) {
         log("warn", "destination_auto_disabled", { destination_id: destinationId, failure_count: count });
       }
+      await this.alerts.exhausted(destinationId, count, disabledNow, eventId);
       return { failure_count: count, disabled_now: disabledNow };
     });
   }
 
   async success(destinationId: string): Promise<HealthState> {
     return this.ctx.blockConcurrencyWhile(async () => {
-      if (this.count !== 0) {
+      const before = this.count;
+      if (before !== 0) {
         await this.writeCount(destinationId, 0);
         this.ctx.storage.kv.put(COUNT, 0);
+        await this.alerts.succeeded(destinationId, before);
       }
       return { failure_count: 0, disabled_now: false };
     });
   }
+
+  // ---- alerts (src/alerts): decided by exhausted() and success(), stored by the alarm ----
+
+  private alertsOutbox: AlertsOutbox | undefined;
+
+  /** This destination's alerts: their outbox, their clock and where they are stored (tests replace the last two). */
+  get alerts(): AlertsOutbox {
+    return (this.alertsOutbox ??= new AlertsOutbox(this.ctx, this.env));
+  }
+
+  /**
+   * The object's one alarm, shared by whatever part of it needs one: each part is called
+   * in turn, does what is due, and sets the alarm again for what it still needs (a part
+   * only ever brings the alarm forward, so none hides another's).
+   */
+  override async alarm(): Promise<void> {
+    await this.alertsAlarm();
+  }
+
+  /** The alerts' part of the alarm: the hour of exhausted forwards that ended, then the outbox. */
+  async alertsAlarm(): Promise<void> {
+    await this.alerts.alarm();
+  }
+
+  // ---- end of alerts ----
 
   async state(): Promise<{ failure_count: number }> {
     return { failure_count: this.count };
