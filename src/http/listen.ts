@@ -50,5 +50,8 @@ export const listenRoutes = new Hono<AppEnv>().get("/", documented, requireScope
     [LISTENER_HEADERS.accountId]: p.accountId,
     [LISTENER_HEADERS.name]: encodeURIComponent(source.name),
   });
-  return listenHub(c.var.services.env, source.id).fetch(new Request(`https://listen.internal/${source.id}`, { headers }));
+  const res = await listenHub(c.var.services.env, source.id).fetch(new Request(`https://listen.internal/${source.id}`, { headers }));
+  // The hub could not tell the source's partitions (storage busy): the listener tries again.
+  if (res.status !== 101) throw new ApiError("internal_error", "The listener could not be set up; try again.");
+  return res;
 });

@@ -7,11 +7,13 @@
  * How events reach it without slowing anyone when nobody listens: each partition of the
  * source (store/event-store.ts, through listen/feed.ts) keeps one flag, "listened to",
  * in its own storage. While it is off a stored event costs that one memoized boolean.
- * The hub keeps the names of the partitions that asked (each asks once, at its first
- * event with no flag yet) and, when its first listener connects, turns them all on
- * before the listener hears "ready". A partition that is on pushes its new events here;
- * the answer to a push with nobody connected any more turns it off. An epoch, bumped at
- * every first connection, orders these messages, whatever order they arrive in.
+ * When the hub's first listener connects, it turns on every partition the source has
+ * today and yesterday (D1's bookkeeping rows say which exist) before the listener hears
+ * "ready"; a partition with no flag yet (born since) asks once, at its first event, and
+ * keeps the answer; the answer to a push with nobody connected any more turns it off.
+ * An epoch, bumped at every first connection, orders these words, whatever order they
+ * arrive in. A source nobody listens to costs its hub one read-only call per partition
+ * (source, day, shard) and no storage; never one per event.
  *
  * Listener traffic is not delivery: it touches no destination, no failure_count and no
  * attempt log. A listener's result is logged, nothing else.
@@ -19,18 +21,19 @@
 import { DurableObject } from "cloudflare:workers";
 import { and, eq, inArray, isNull } from "drizzle-orm";
 import type { Env } from "../config";
+import { partitionDays } from "../db/partitions";
 import { apiKeys, sources } from "../db/schema";
 import { log } from "../log";
 import { servicesFor, type Services } from "../services";
 import { dayOf, parsePartitionName } from "../store/ids";
-import { CLOSE, MAX_FRAME_CHARS, PING, PONG, type ListenEvent, type ListenState } from "./protocol";
+import { CLOSE, MAX_FRAME_BYTES, PING, PONG, type ListenEvent, type ListenState } from "./protocol";
 
 /** Listeners' keys and source are looked at again before a push once this old: a revoked key hears nothing after. */
 const AUTH_RECHECK_MS = 30_000;
 /** Partitions turned on at once when the first listener connects. */
 const ANNOUNCE_BATCH = 50;
 
-const KV = { epoch: "epoch", partition: "p:" } as const;
+const KV = { epoch: "epoch" } as const;
 
 /** What the Worker's route tells the hub about a listener, kept on its socket across hibernation. */
 export interface ListenerInfo {
@@ -48,8 +51,6 @@ export class ListenHub extends DurableObject<Env> {
   /** The announcement of the current epoch while it runs: later listeners wait for it too. */
   private announcing: Promise<void> | null = null;
   private checkedAt = 0;
-  /** Partitions known to be in the registry, so a push writes nothing. */
-  private readonly known = new Set<string>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -75,20 +76,27 @@ export class ListenHub extends DurableObject<Env> {
       this.ctx.storage.kv.put(KV.epoch, epoch);
       this.announcing = this.announce(epoch).finally(() => (this.announcing = null));
     }
-    if (this.announcing) await this.announcing;
+    try {
+      if (this.announcing) await this.announcing;
+    } catch (err) {
+      // Some partition may not know it is listened to: no "ready" that could miss events.
+      log("warn", "listen_announce_failed", { source_id: this.sourceId, error: err instanceof Error ? err.name : "unknown" });
+      server.close(1011, "try again");
+      return new Response("the source's partitions could not be told; try again", { status: 503 });
+    }
     server.send(JSON.stringify({ type: "ready", source_id: this.sourceId, name: decodeName(request.headers.get(LISTENER_HEADERS.name)), now: Date.now() }));
     return new Response(null, { status: 101, webSocket: client });
   }
 
-  /** A partition's first question: is anyone listening? It is remembered, to be told when someone does. */
+  /** A partition's first question (it has no flag yet): is anyone listening? Reads only. */
   async subscribe(partition: string): Promise<ListenState> {
-    this.remember(partition);
+    this.check(partition);
     return this.state();
   }
 
   /** Events a partition just stored, in its order: to every listener. */
   async push(partition: string, events: ListenEvent[]): Promise<ListenState> {
-    this.remember(partition);
+    this.check(partition);
     if (this.open().length > 0 && Date.now() - this.checkedAt >= AUTH_RECHECK_MS) await this.recheck();
     const sockets = this.open();
     for (const e of events) {
@@ -151,44 +159,20 @@ export class ListenHub extends DurableObject<Env> {
     return { on: this.open().length > 0, epoch: this.epoch };
   }
 
-  private remember(partition: string): void {
-    if (this.known.has(partition)) return;
-    const ref = parsePartitionName(partition);
-    if (!ref || ref.sourceId !== this.sourceId) throw new Error("not a partition of this source");
-    const key = KV.partition + partition;
-    if (this.ctx.storage.kv.get(key) === undefined) this.ctx.storage.kv.put(key, ref.day);
-    this.known.add(partition);
+  private check(partition: string): void {
+    if (parsePartitionName(partition)?.sourceId !== this.sourceId) throw new Error("not a partition of this source");
   }
 
   /**
-   * Turns on every partition that asked, before the listener hears "ready". Only today's
-   * and yesterday's take new events; older ones are forgotten here (they never ingest again).
+   * Turns on every partition of today and yesterday (the only ones that take new events)
+   * before the listener hears "ready". One born after this asks by itself.
    */
   private async announce(epoch: number): Promise<void> {
     const today = dayOf(Date.now());
-    const names: string[] = [];
-    for (const [key, day] of this.ctx.storage.kv.list<number>({ prefix: KV.partition })) {
-      const name = key.slice(KV.partition.length);
-      if (day < today - 1) {
-        this.ctx.storage.kv.delete(key);
-        this.known.delete(name);
-      } else names.push(name);
-    }
-    for (let i = 0; i < names.length; i += ANNOUNCE_BATCH) {
-      await Promise.all(
-        names.slice(i, i + ANNOUNCE_BATCH).map(async (name) => {
-          try {
-            const held = await this.s.store(parsePartitionName(name)!).listeners({ on: true, epoch });
-            // A partition dropped since (retention) holds nothing: forget it.
-            if (!held) {
-              this.ctx.storage.kv.delete(KV.partition + name);
-              this.known.delete(name);
-            }
-          } catch (err) {
-            log("warn", "listen_announce_failed", { partition: name, error: err instanceof Error ? err.name : "unknown" });
-          }
-        }),
-      );
+    const days = await partitionDays(this.s, this.sourceId, today - 1, today + 1);
+    const refs = days.flatMap((d) => d.shards.map((shard) => ({ sourceId: this.sourceId, day: d.day, shard })));
+    for (let i = 0; i < refs.length; i += ANNOUNCE_BATCH) {
+      await Promise.all(refs.slice(i, i + ANNOUNCE_BATCH).map((ref) => this.s.store(ref).listeners({ on: true, epoch })));
     }
   }
 
@@ -226,8 +210,12 @@ export class ListenHub extends DurableObject<Env> {
 function eventFrame(e: ListenEvent): string {
   const head = { type: "event", id: e.id, event_type: e.type, received_at: new Date(e.receivedAt).toISOString() };
   const frame = JSON.stringify({ ...head, body: e.body });
-  return frame.length <= MAX_FRAME_CHARS ? frame : JSON.stringify({ ...head, body: null });
+  // UTF-8 bytes: at most three per UTF-16 unit, so most frames need no count.
+  const small = frame.length * 3 <= MAX_FRAME_BYTES || utf8.encode(frame).length <= MAX_FRAME_BYTES;
+  return small ? frame : JSON.stringify({ ...head, body: null });
 }
+
+const utf8 = new TextEncoder();
 
 function decodeName(v: string | null): string | null {
   if (v === null) return null;

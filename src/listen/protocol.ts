@@ -52,7 +52,7 @@ export const CLOSE = {
  * the messages they accept (workerd at 1 MiB by default), so the body of a large event is
  * read through the events API instead.
  */
-export const MAX_FRAME_CHARS = 1_000_000;
+export const MAX_FRAME_BYTES = 1_000_000;
 
 export const PING = "ping";
 export const PONG = "pong";

@@ -12,6 +12,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { envelope } from "../../src/delivery/envelope";
 import { ListenHub } from "../../src/listen/hub";
 import { CLOSE, type ListenState } from "../../src/listen/protocol";
+import { EventStore } from "../../src/store/event-store";
 import { partitionName } from "../../src/store/ids";
 import { addKey, call, createAccount, createDestination, createSource, envWith, eventually, expectError, json, mailbox } from "../helpers/api";
 import { countFor, destinationRow, partitionsOf, readPartition } from "../helpers/delivery";
@@ -251,6 +252,20 @@ describe("nobody listening costs one flag", () => {
     expect(await flagOf(src.id, today())).toEqual({ on: true, epoch: 2 });
     const next = await ingest(src, { type: "f" });
     await eventually(async () => (again.events().some((e) => e.id === next) ? true : undefined), 5_000, "the push after reconnecting");
+  });
+
+  it("a listener is not told ready while a partition could not be told: 500, no socket left, the next try works", async () => {
+    const owner = await createAccount();
+    const src = await createSource(owner);
+    await ingest(src, { type: "a" });
+    const spy = vi.spyOn(EventStore.prototype, "listeners").mockRejectedValueOnce(new Error("overloaded"));
+    spies.push(spy);
+    await expectError(await call("GET", listenPath(src.id), { key: owner.key, headers: { upgrade: "websocket" } }), 500, "internal_error");
+    expect(await runInDurableObject(hubOf(src.id), (_h, s) => s.getWebSockets().filter((w) => w.readyState === 1).length)).toBe(0);
+    const l = await listen(src.id, owner.key);
+    expect((await flagOf(src.id, today()))?.on).toBe(true);
+    const id = await ingest(src, { type: "b" });
+    await eventually(async () => (l.events().some((e) => e.id === id) ? true : undefined), 5_000, "the push");
   });
 
   it("an older word does not undo a newer one (epochs), and within an epoch off is final", async () => {
