@@ -38,6 +38,9 @@ export default defineConfig(async () => {
                     RETRY_SCHEDULE: "1,1,1",
                     DELIVERY_TIMEOUT_MS: "2000",
                     TEST_TIMEOUT_MS: "2000",
+                    // Fan-out tests give one source up to 103 destinations; the quota's own
+                    // test sets it lower (test/integration/flow-control.test.ts).
+                    MAX_DESTINATIONS_PER_SOURCE: "200",
                   },
                 },
               };

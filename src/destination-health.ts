@@ -16,7 +16,7 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "./config";
-import { admit as admitToGate, emptyGate, release as releaseToGate, type Admission, type AttemptEnd, type BreakerConfig, type GateConfig, type GateState } from "./delivery/gate";
+import { admit as admitToGate, close as closeGate, emptyGate, release as releaseToGate, type Admission, type AttemptEnd, type BreakerConfig, type GateConfig, type GateItem, type GateState } from "./delivery/gate";
 import { log } from "./log";
 import { AlertsOutbox } from "./alerts/outbox";
 
@@ -112,10 +112,10 @@ export class DestinationHealth extends DurableObject<Env> {
   }
 
   /** Which of these deliveries may start an attempt now; the others wait (gate.ts). */
-  async admit(destinationId: string, cfg: GateConfig, deliveryIds: string[]): Promise<Admission[]> {
+  async admit(destinationId: string, cfg: GateConfig, items: GateItem[]): Promise<Admission[]> {
     const g = this.gate;
     const was = g.breaker.state;
-    const out = admitToGate(g, cfg, deliveryIds, this.now());
+    const out = admitToGate(g, cfg, items, this.now());
     this.ctx.storage.kv.put(GATE, g);
     if (was !== g.breaker.state) log("info", "destination_circuit", { destination_id: destinationId, state: g.breaker.state });
     return out;
@@ -131,6 +131,15 @@ export class DestinationHealth extends DurableObject<Env> {
     if (was !== g.breaker.state) {
       log(g.breaker.state === "open" ? "warn" : "info", "destination_circuit", { destination_id: destinationId, state: g.breaker.state, ...(g.breaker.state === "open" ? { open_ms: g.breaker.openMs } : {}) });
     }
+  }
+
+  /** The destination was enabled again (or its URL changed): its circuit breaker closes. */
+  async resetCircuit(destinationId: string): Promise<void> {
+    const g = this.gate;
+    if (g.breaker.state === "closed" && g.buckets.length === 0) return;
+    closeGate(g);
+    this.ctx.storage.kv.put(GATE, g);
+    log("info", "destination_circuit", { destination_id: destinationId, state: "closed", reason: "reset" });
   }
 
   /** The gate's state, for tests and the console. */

@@ -58,6 +58,8 @@ export const RELAY_VARS = {
   ENVIRONMENT: "development",
   ENCRYPTION_KEY: E2E_ENCRYPTION_KEY,
   ALLOW_PRIVATE_DESTINATIONS: "true",
+  // The fan-out width step gives one source 100 destinations (the default quota is 50).
+  MAX_DESTINATIONS_PER_SOURCE: "200",
 };
 
 /**

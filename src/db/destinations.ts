@@ -47,7 +47,7 @@ export async function createDestination(
   s: Services,
   sourceId: string,
   input: DestinationInput,
-): Promise<{ row: DestinationRow; secret: string }> {
+): Promise<{ row: DestinationRow; secret: string } | "quota_exceeded"> {
   const now = s.now();
   const id = newId(now);
   const secret = input.secret ?? generateSecret();
@@ -68,7 +68,15 @@ export async function createDestination(
     createdAt: now,
     updatedAt: now,
   };
-  await s.db.insert(destinations).values(row).run();
+  // Inserted and counted in one atomic batch; one past the quota is taken back at once.
+  const [, counted] = await s.db.batch([
+    s.db.insert(destinations).values(row),
+    s.db.select({ n: sql<number>`count(*)` }).from(destinations).where(eq(destinations.sourceId, sourceId)),
+  ]);
+  if ((counted[0]?.n ?? 0) > s.config.maxDestinationsPerSource) {
+    await s.db.delete(destinations).where(eq(destinations.id, id)).run();
+    return "quota_exceeded";
+  }
   await invalidateTargets(s, sourceId);
   return { row, secret };
 }
@@ -121,6 +129,14 @@ export async function updateDestination(
     .get();
   forgetDeliveryDestination(current.id);
   await invalidateTargets(s, current.sourceId);
+  // Enabled again, or pointed elsewhere: its circuit breaker starts closed (delivery/gate.ts).
+  if ((patch.enabled === true && !current.enabled) || (patch.url !== undefined && patch.url !== current.url)) {
+    try {
+      await s.health(current.id).resetCircuit(current.id);
+    } catch {
+      // The breaker then closes on its own, at its next trial.
+    }
+  }
   return updated ?? { ...current, ...set };
 }
 

@@ -21,7 +21,7 @@ export async function createSource(
   s: Services,
   accountId: string,
   input: { name: string; provider: Provider; signing_secret?: string | null | undefined },
-): Promise<SourceRow> {
+): Promise<SourceRow | "quota_exceeded"> {
   const now = s.now();
   const id = newId(now);
   const row: typeof sources.$inferInsert & SourceRow = {
@@ -36,8 +36,22 @@ export async function createSource(
     createdAt: now,
     updatedAt: now,
   };
-  await s.db.insert(sources).values(row).run();
+  // Inserted and counted in one atomic batch; one past the quota is taken back at once.
+  const [, counted] = await s.db.batch([
+    s.db.insert(sources).values(row),
+    s.db.select({ n: sql<number>`count(*)` }).from(sources).where(eq(sources.accountId, accountId)),
+  ]);
+  if ((counted[0]?.n ?? 0) > s.config.maxSourcesPerAccount) {
+    await s.db.delete(sources).where(eq(sources.id, id)).run();
+    return "quota_exceeded";
+  }
   return row;
+}
+
+/** Whether the account may have one more source (MAX_SOURCES_PER_ACCOUNT). */
+export async function underSourceQuota(s: Services, accountId: string): Promise<boolean> {
+  const [r] = await s.db.select({ n: sql<number>`count(*)` }).from(sources).where(eq(sources.accountId, accountId));
+  return (r?.n ?? 0) < s.config.maxSourcesPerAccount;
 }
 
 /**

@@ -260,7 +260,7 @@ async function gateWave(
       const cfg = { rateLimit: rs[0]!.destination.rateLimit, maxInFlight: s.config.maxInFlightPerDestination, leaseMs: s.config.deliveryTimeoutMs + LEASE_MARGIN_MS, breaker: s.config.breaker };
       let admissions: Admission[];
       try {
-        admissions = await limiter.run("storage", () => s.health(destinationId).admit(destinationId, cfg, rs.map((r) => r.item.delivery_id)));
+        admissions = await limiter.run("storage", () => s.health(destinationId).admit(destinationId, cfg, rs.map((r) => ({ id: r.item.delivery_id, retry: r.attemptsInRun > 0 }))));
       } catch (err) {
         log("error", "destination_gate_failed", { destination_id: destinationId, error: errorName(err) });
         for (const r of rs) ours(r);
@@ -434,7 +434,7 @@ async function attemptAndSettle(s: Services, limiter: Limiter, writers: RecordWr
     duration_ms: record.durationMs,
     ...(counted ? {} : { superseded: true }),
   });
-  if (counted && (outcome.kind === "exhausted" || outcome.kind === "succeeded")) await health.tell(r.destination.id, outcome.kind === "exhausted" ? "exhausted" : "success");
+  if (counted && (outcome.kind === "exhausted" || outcome.kind === "succeeded")) await health.tell(r.destination.id, outcome.kind === "exhausted" ? "exhausted" : "success", r.eventId);
   return { ack: true };
 }
 
@@ -446,18 +446,19 @@ async function attemptAndSettle(s: Services, limiter: Limiter, writers: RecordWr
 function healthReports(s: Services, limiter: Limiter) {
   const last = new Map<string, "success" | "exhausted">();
   return {
-    async tell(destinationId: string, kind: "success" | "exhausted"): Promise<void> {
+    async tell(destinationId: string, kind: "success" | "exhausted", eventId: string): Promise<void> {
       if (kind === "success" && last.get(destinationId) === "success") return;
       last.set(destinationId, kind);
-      await tellHealth(s, limiter, destinationId, kind);
+      await tellHealth(s, limiter, destinationId, kind, eventId);
     },
   };
 }
 
-async function tellHealth(s: Services, limiter: Limiter, destinationId: string, kind: "success" | "exhausted"): Promise<void> {
+async function tellHealth(s: Services, limiter: Limiter, destinationId: string, kind: "success" | "exhausted", eventId: string): Promise<void> {
   try {
     const stub = s.health(destinationId);
-    const state = await limiter.run("storage", () => (kind === "success" ? stub.success(destinationId) : stub.exhausted(destinationId)));
+    // An exhausted forward names its event (the delivery.exhausted alert carries it).
+    const state = await limiter.run("storage", () => (kind === "success" ? stub.success(destinationId) : stub.exhausted(destinationId, eventId)));
     // Disabled just now: this isolate stops sending at once (others within their cache's time).
     if (state.disabled_now) forgetDeliveryDestination(destinationId);
   } catch (err) {

@@ -8,8 +8,11 @@
  * 1. Circuit breaker (Convoy's, simplified): over the last BREAKER_WINDOW_MS (60 s), once
  *    at least `minAttempts` (10) attempts ended and at least `failureRatio` (50 %) of them
  *    failed or timed out, the breaker opens for `openMs` (30 s; doubling at each
- *    reopening, up to `openMaxMs`, 5 min). Open: nothing starts. Then half-open: one
- *    trial starts; its success closes the breaker, its failure opens it again.
+ *    reopening, up to `openMaxMs`, 5 min). Open: no first attempt starts; the retries of
+ *    deliveries already attempted keep their schedule (so a dead endpoint's forwards
+ *    still exhaust, and auto-disable still comes after 10 of them), and a success among
+ *    them closes the breaker. Then half-open: one trial starts; its success closes the
+ *    breaker, its failure opens it again. Re-enabling a destination closes it.
  * 2. In flight: at most `maxInFlight` permits out at once (MAX_IN_FLIGHT_PER_DESTINATION).
  *    A permit is returned with the attempt's outcome, or lapses after its lease.
  * 3. Rate limit: starts are spaced 1000 / rate_limit ms apart (a generic cell rate
@@ -101,14 +104,20 @@ function sweep(g: GateState, now: number): void {
   }
 }
 
+/** A delivery asking to start: `retry` when it was attempted before in its current run. */
+export interface GateItem {
+  id: string;
+  retry: boolean;
+}
+
 /** Which of these deliveries start now (and after how many ms), and how long the others wait. */
-export function admit(g: GateState, cfg: GateConfig, deliveryIds: string[], now: number): Admission[] {
+export function admit(g: GateState, cfg: GateConfig, items: GateItem[], now: number): Admission[] {
   sweep(g, now);
   let heldForFlight = 0;
-  return deliveryIds.map((id): Admission => {
+  return items.map(({ id, retry }): Admission => {
     const b = g.breaker;
-    if (b.state === "open") return { kind: "hold", waitMs: b.until - now, reason: "circuit_open" };
-    if (b.state === "half_open" && b.trial !== null && b.trial !== id) return { kind: "hold", waitMs: Math.max(IN_FLIGHT_WAIT_MS, b.until - now), reason: "circuit_open" };
+    if (!retry && b.state === "open") return { kind: "hold", waitMs: b.until - now, reason: "circuit_open" };
+    if (!retry && b.state === "half_open" && b.trial !== null && b.trial !== id) return { kind: "hold", waitMs: Math.max(IN_FLIGHT_WAIT_MS, b.until - now), reason: "circuit_open" };
     const holding = g.leases[id] !== undefined;
     if (!holding && Object.keys(g.leases).length >= cfg.maxInFlight) {
       // Spread the waits so those held come back about as permits free up.
@@ -127,7 +136,7 @@ export function admit(g: GateState, cfg: GateConfig, deliveryIds: string[], now:
       startAt = slot;
     }
     g.leases[id] = startAt + cfg.leaseMs;
-    if (b.state === "half_open") {
+    if (b.state === "half_open" && !retry) {
       b.trial = id;
       b.until = startAt + cfg.leaseMs;
     }
@@ -145,13 +154,13 @@ export function release(g: GateState, deliveryId: string, end: AttemptEnd, durat
   }
   g.meanMs = Math.round(g.meanMs * 0.8 + Math.max(1, durationMs) * 0.2);
   const b = g.breaker;
+  if (b.state !== "closed" && end === "succeeded") {
+    // The endpoint answers again (a trial, or a retry that went ahead meanwhile).
+    close(g, bc);
+    return;
+  }
   if (b.state === "half_open" && b.trial === deliveryId) {
-    if (end === "succeeded") {
-      g.breaker = { state: "closed", until: 0, openMs: bc.openMs, trial: null };
-      g.buckets = [];
-    } else {
-      open(g, now, bc);
-    }
+    open(g, now, bc);
     return;
   }
   const at = now - (now % BREAKER_BUCKET_MS);
@@ -163,6 +172,12 @@ export function release(g: GateState, deliveryId: string, end: AttemptEnd, durat
   const ok = g.buckets.reduce((n, x) => n + x.ok, 0);
   const failed = g.buckets.reduce((n, x) => n + x.failed, 0);
   if (ok + failed >= bc.minAttempts && failed / (ok + failed) >= bc.failureRatio) open(g, now, bc);
+}
+
+/** Closed, with nothing learnt: after a success, or when the destination is enabled again. */
+export function close(g: GateState, bc: BreakerConfig = DEFAULT_BREAKER): void {
+  g.breaker = { state: "closed", until: 0, openMs: bc.openMs, trial: null };
+  g.buckets = [];
 }
 
 function open(g: GateState, now: number, bc: BreakerConfig): void {

@@ -213,7 +213,11 @@ export const destinationRoutes = new Hono<AppEnv>()
     const source = await ownedSource(c, c.req.param("source_id"));
     const body = c.req.valid("json");
     await assertAcceptableUrl(c.var.services, body.url);
-    const { row, secret } = await createDestination(c.var.services, source.id, { ...body, url: normalizedUrl(body.url) });
+    const created = await createDestination(c.var.services, source.id, { ...body, url: normalizedUrl(body.url) });
+    if (created === "quota_exceeded") {
+      throw new ApiError("quota_exceeded", `This source has ${c.var.services.config.maxDestinationsPerSource} destinations, the most MAX_DESTINATIONS_PER_SOURCE allows: delete one first.`);
+    }
+    const { row, secret } = created;
     return c.json({ data: { ...destinationJson(row), secret } }, 201);
   },
   )

@@ -19,6 +19,7 @@ export const errorStatus = {
   unsupported_media_type: 415,
   validation_failed: 422,
   destination_refused: 422,
+  quota_exceeded: 422,
   rate_limited: 429,
   internal_error: 500,
   encryption_unavailable: 500,

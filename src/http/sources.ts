@@ -5,7 +5,7 @@ import { isId } from "../db/ids";
 import { ALERTS_PROVIDER, invalidSigningSecret, sourceProviders, takesRequests, type SourceProvider } from "../ingest/providers";
 import { secretContext } from "../security/secrets";
 import type { Services } from "../services";
-import { createAlertsSource, createSource, deleteSource, getSource, listSources, updateSource, type SourceRow } from "../db/sources";
+import { createAlertsSource, createSource, deleteSource, getSource, listSources, underSourceQuota, updateSource, type SourceRow } from "../db/sources";
 import { requireScope } from "./auth";
 import type { AppEnv } from "./context";
 import { ApiError, notFound } from "./errors";
@@ -120,8 +120,14 @@ export const sourceRoutes = new Hono<AppEnv>()
       const s = c.var.services;
       const accountId = c.var.principal.accountId;
       let row: SourceRow;
-      if (takesRequests(body.provider)) row = await createSource(s, accountId, { ...body, provider: body.provider });
-      else {
+      const quota = () =>
+        new ApiError("quota_exceeded", `This account has ${s.config.maxSourcesPerAccount} sources, the most MAX_SOURCES_PER_ACCOUNT allows: delete one first.`);
+      if (takesRequests(body.provider)) {
+        const created = await createSource(s, accountId, { ...body, provider: body.provider });
+        if (created === "quota_exceeded") throw quota();
+        row = created;
+      } else {
+        if (!(await underSourceQuota(s, accountId))) throw quota();
         const created = await createAlertsSource(s, accountId, body.name);
         if (!created) throw new ApiError("conflict", "This account has an alerts source already (provider krafter): an account has at most one.");
         row = created;

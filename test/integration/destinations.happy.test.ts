@@ -27,7 +27,7 @@ import {
 import { countFor, deliveriesOf, insertAttempt, insertDelivery, insertEvent, runRemovals, storedEvents } from "../helpers/delivery";
 
 /** The reference page's fields, and PRODUCT.md's second round: payload_filter and headers. */
-const READ_KEYS = ["created_at", "enabled", "event_filter", "failure_count", "headers", "id", "payload_filter", "source_id", "updated_at", "url"];
+const READ_KEYS = ["created_at", "enabled", "event_filter", "failure_count", "headers", "id", "ordering", "payload_filter", "rate_limit", "source_id", "updated_at", "url"];
 const CREATE_KEYS = [...READ_KEYS, "secret"].sort();
 
 const secretOf = (bytes: number) => "whsec_" + bytesToBase64(crypto.getRandomValues(new Uint8Array(bytes)));
@@ -584,7 +584,7 @@ describe("Destinations — Auto-disable (destinations-api.md)", () => {
 });
 
 describe("Destinations — PRODUCT.md's decisions", () => {
-  it("fields and types are exactly id, source_id, url, event_filter, payload_filter, headers, enabled, failure_count, created_at, updated_at", async () => {
+  it("fields and types are exactly id, source_id, url, event_filter, payload_filter, headers, rate_limit, ordering, enabled, failure_count, created_at, updated_at", async () => {
     const { account, source } = await fresh();
     const d = await createDestination(account, source.id, { url: "https://example.com/h" });
     const { data } = await json(await get(account, source.id, d.id));
@@ -596,6 +596,8 @@ describe("Destinations — PRODUCT.md's decisions", () => {
     expect(Array.isArray(data.event_filter)).toBe(true);
     expect(data.payload_filter).toBeNull();
     expect(data.headers).toEqual({});
+    expect(data.rate_limit).toBeNull();
+    expect(data.ordering).toBe("none");
     expect(typeof data.enabled).toBe("boolean");
     expect(Number.isInteger(data.failure_count)).toBe(true);
     expectRfc3339NearNow(data.created_at);

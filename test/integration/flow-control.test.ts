@@ -7,7 +7,7 @@
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
 import type { Env } from "../../src/config";
-import { call, createAccount, createDestination, createSource, expect422, json, type Account } from "../helpers/api";
+import { call, createAccount, createDestination, createSource, envWith, expect422, json, type Account } from "../helpers/api";
 import { attemptRows, currentMessage, deliveryRow, destinationRow, insertDelivery, insertEvent, runQueue } from "../helpers/delivery";
 
 let account: Account;
@@ -68,5 +68,53 @@ describe("the gate in the deliver path", () => {
       expect((await currentMessage(m)).deliveries[0]!.token).not.toBe(m.deliveries[0]!.token);
     }
     expect(await destinationRow(dest.id)).toMatchObject({ failure_count: 0 });
+  });
+});
+
+describe("quotas", () => {
+  it("MAX_DESTINATIONS_PER_SOURCE: the last one at the limit is created, one past it is a 422 quota_exceeded naming the quota; a delete makes room", async () => {
+    const small = envWith({ MAX_DESTINATIONS_PER_SOURCE: "3" });
+    const create = () => call("POST", base(), { key: account.key, body: { url: "https://hooks.example.com/q" }, env: small });
+    const made = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await create();
+      expect(r.status).toBe(201);
+      made.push((await json(r)).data.id);
+    }
+    const over = await create();
+    expect(over.status).toBe(422);
+    const body = await json(over);
+    expect(body.error.code).toBe("quota_exceeded");
+    expect(body.error.message).toContain("MAX_DESTINATIONS_PER_SOURCE");
+    // Nothing of the refused one is left.
+    expect((await json(await call("GET", `${base()}?limit=100`, { key: account.key }))).data).toHaveLength(3);
+    expect((await call("DELETE", `${base()}/${made[0]}`, { key: account.key })).status).toBe(204);
+    expect((await create()).status).toBe(201);
+  });
+
+  it("MAX_SOURCES_PER_ACCOUNT: at the limit 201, one past it 422 quota_exceeded, for the alerts source too", async () => {
+    const other = await createAccount();
+    const small = envWith({ MAX_SOURCES_PER_ACCOUNT: "2" });
+    const create = (body: unknown) => call("POST", "/api/v1/webhooks/sources", { key: other.key, body, env: small });
+    expect((await create({ name: "a", provider: "stripe" })).status).toBe(201);
+    expect((await create({ name: "b", provider: "github" })).status).toBe(201);
+    for (const body of [{ name: "c", provider: "stripe" }, { name: "alerts", provider: "krafter" }]) {
+      const over = await create(body);
+      expect(over.status).toBe(422);
+      const err = (await json(over)).error;
+      expect(err.code).toBe("quota_exceeded");
+      expect(err.message).toContain("MAX_SOURCES_PER_ACCOUNT");
+    }
+    expect((await json(await call("GET", "/api/v1/webhooks/sources", { key: other.key }))).data).toHaveLength(2);
+  });
+
+  it("concurrent creates never pass the quota", async () => {
+    const small = envWith({ MAX_DESTINATIONS_PER_SOURCE: "5" });
+    const results = await Promise.all(Array.from({ length: 12 }, () => call("POST", base(), { key: account.key, body: { url: "https://hooks.example.com/c" }, env: small })));
+    const created = results.filter((r) => r.status === 201).length;
+    expect(created).toBeGreaterThan(0);
+    expect(created).toBeLessThanOrEqual(5);
+    expect(results.every((r) => r.status === 201 || r.status === 422)).toBe(true);
+    expect((await json(await call("GET", `${base()}?limit=100`, { key: account.key }))).data.length).toBeLessThanOrEqual(5);
   });
 });

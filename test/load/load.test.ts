@@ -24,6 +24,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  if (process.env.DEBUG_E2E && dev) await writeFile("/tmp/load-dev.log", dev.output());
   await dev?.stop();
   await receiver?.close();
 });
@@ -62,6 +63,7 @@ it(`${EVENTS} events from ${SENDERS} concurrent senders reach 3 destinations, no
     const v = await waitFor(
       async () => {
         const v = verifyDeliveries(await x.box.requests(), x.want, x.dest.secret, source.id);
+        if (process.env.DEBUG_E2E) console.error(x.name, `delivered ${v.delivered}, missing ${v.missing.length}`, v.missing.slice(0, 3).join(" "));
         return v.missing.length === 0 ? v : undefined;
       },
       600_000,

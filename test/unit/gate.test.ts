@@ -8,6 +8,7 @@ import { admit, BREAKER_MIN_ATTEMPTS, BREAKER_OPEN_MAX_MS, BREAKER_OPEN_MS, empt
 
 const cfg = (over: Partial<GateConfig> = {}): GateConfig => ({ rateLimit: null, maxInFlight: 10, leaseMs: 45_000, ...over });
 const ids = (n: number, from = 0) => Array.from({ length: n }, (_, i) => `d${from + i}`);
+const first = (list: string[]) => list.map((id) => ({ id, retry: false }));
 
 describe("rate limit", () => {
   it("5/s: 100 deliveries asked at once start 200 ms apart, each keeping its slot while it waits; no 10 s window holds more than 51", () => {
@@ -22,7 +23,7 @@ describe("rate limit", () => {
       const now = pending[0]!.at;
       const batch = pending.filter((p) => p.at === now);
       pending = pending.filter((p) => p.at !== now);
-      admit(g, c, batch.map((b) => b.id), now).forEach((a, i) => {
+      admit(g, c, batch.map((b) => ({ id: b.id, retry: false })), now).forEach((a, i) => {
         if (a.kind === "go") {
           expect(a.startInMs).toBeLessThan(1000);
           starts.push(now + a.startInMs);
@@ -44,7 +45,7 @@ describe("rate limit", () => {
 
   it("no limit: everything starts at once (up to the in-flight cap)", () => {
     const g = emptyGate();
-    expect(admit(g, cfg({ maxInFlight: 100 }), ids(20), 0).every((a) => a.kind === "go" && a.startInMs === 0)).toBe(true);
+    expect(admit(g, cfg({ maxInFlight: 100 }), first(ids(20)), 0).every((a) => a.kind === "go" && a.startInMs === 0)).toBe(true);
   });
 });
 
@@ -52,21 +53,21 @@ describe("in-flight cap", () => {
   it("at most maxInFlight permits out across callers; a permit returned or lapsed lets the next one start", () => {
     const g = emptyGate();
     const c = cfg({ maxInFlight: 3, leaseMs: 10_000 });
-    const first = admit(g, c, ids(2), 0);
-    const second = admit(g, c, ids(3, 2), 0); // another invocation
-    expect([...first, ...second].map((a) => a.kind)).toEqual(["go", "go", "go", "hold", "hold"]);
+    const one = admit(g, c, first(ids(2)), 0);
+    const second = admit(g, c, first(ids(3, 2)), 0); // another invocation
+    expect([...one, ...second].map((a) => a.kind)).toEqual(["go", "go", "go", "hold", "hold"]);
     expect(second[1]).toMatchObject({ kind: "hold", reason: "in_flight" });
     release(g, "d0", "succeeded", 100, 500);
-    expect(admit(g, c, ["d3", "d4"], 600).map((a) => a.kind)).toEqual(["go", "hold"]);
+    expect(admit(g, c, first(["d3", "d4"]), 600).map((a) => a.kind)).toEqual(["go", "hold"]);
     // d1, d2 and d3 never come back: their leases lapse.
-    expect(admit(g, c, ["d4"], 11_000)[0]!.kind).toBe("go");
+    expect(admit(g, c, first(["d4"]), 11_000)[0]!.kind).toBe("go");
   });
 });
 
 describe("circuit breaker", () => {
   const fail = (g: ReturnType<typeof emptyGate>, n: number, at: number, from = 0) => {
     for (const id of ids(n, from)) {
-      expect(admit(g, cfg({ maxInFlight: 1000 }), [id], at)[0]!.kind).toBe("go");
+      expect(admit(g, cfg({ maxInFlight: 1000 }), first([id]), at)[0]!.kind).toBe("go");
       release(g, id, "failed", 15_000, at);
     }
   };
@@ -78,18 +79,18 @@ describe("circuit breaker", () => {
     expect(g.breaker.state).toBe("closed"); // too few attempts to judge
     fail(g, 1, 1_000, 100);
     expect(g.breaker.state).toBe("open");
-    const held = admit(g, c, ["x", "y"], 2_000);
+    const held = admit(g, c, first(["x", "y"]), 2_000);
     expect(held).toEqual([
       { kind: "hold", waitMs: BREAKER_OPEN_MS - 1_000, reason: "circuit_open" },
       { kind: "hold", waitMs: BREAKER_OPEN_MS - 1_000, reason: "circuit_open" },
     ]);
     // After the pause: one trial, the rest still held.
     const t = 1_000 + BREAKER_OPEN_MS;
-    expect(admit(g, c, ["x", "y"], t).map((a) => a.kind)).toEqual(["go", "hold"]);
+    expect(admit(g, c, first(["x", "y"]), t).map((a) => a.kind)).toEqual(["go", "hold"]);
     expect(g.breaker.state).toBe("half_open");
     release(g, "x", "succeeded", 80, t + 80);
     expect(g.breaker.state).toBe("closed");
-    expect(admit(g, c, ["y", "z"], t + 100).map((a) => a.kind)).toEqual(["go", "go"]);
+    expect(admit(g, c, first(["y", "z"]), t + 100).map((a) => a.kind)).toEqual(["go", "go"]);
   });
 
   it("a failed trial opens it again for twice as long, up to the maximum; successes mixed in keep it closed", () => {
@@ -99,7 +100,7 @@ describe("circuit breaker", () => {
     let now = BREAKER_OPEN_MS;
     let pause = BREAKER_OPEN_MS;
     for (let i = 0; i < 6; i++) {
-      expect(admit(g, c, [`t${i}`], now)[0]!.kind).toBe("go");
+      expect(admit(g, c, first([`t${i}`]), now)[0]!.kind).toBe("go");
       release(g, `t${i}`, "failed", 15_000, now);
       pause = Math.min(pause * 2, BREAKER_OPEN_MAX_MS);
       expect(g.breaker).toMatchObject({ state: "open", until: now + pause });
@@ -109,10 +110,25 @@ describe("circuit breaker", () => {
 
     const h = emptyGate();
     for (let i = 0; i < 30; i++) {
-      admit(h, c, [`m${i}`], 0);
+      admit(h, c, first([`m${i}`]), 0);
       release(h, `m${i}`, i % 3 === 0 ? "failed" : "succeeded", 100, 0); // a third fail
     }
     expect(h.breaker.state).toBe("closed");
+  });
+
+  it("while open, retries of deliveries already attempted keep their schedule (they still exhaust), and one that succeeds closes it", () => {
+    const g = emptyGate();
+    const c = cfg({ maxInFlight: 1000 });
+    fail(g, BREAKER_MIN_ATTEMPTS, 0);
+    expect(g.breaker.state).toBe("open");
+    const a = admit(g, c, [{ id: "new", retry: false }, { id: "d0", retry: true }], 1_000);
+    expect(a.map((x) => x.kind)).toEqual(["hold", "go"]);
+    release(g, "d0", "failed", 15_000, 2_000);
+    expect(g.breaker.state).toBe("open");
+    expect(admit(g, c, [{ id: "d1", retry: true }], 3_000)[0]!.kind).toBe("go");
+    release(g, "d1", "succeeded", 50, 3_050);
+    expect(g.breaker.state).toBe("closed");
+    expect(admit(g, c, first(["new"]), 3_100)[0]!.kind).toBe("go");
   });
 
   it("failures older than the window are forgotten", () => {
