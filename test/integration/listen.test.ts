@@ -295,6 +295,8 @@ describe("what a listener does not touch, and when it is cut off", () => {
     const l = await listen(src.id, owner.key);
     const id = await ingest(src, { type: "x" });
     await eventually(async () => (l.events().length ? true : undefined), 5_000, "the push");
+    // The destination's own delivery first, settled: what follows can only be the listener's doing.
+    await eventually(async () => ((await box.requests()).length === 1 && (await countFor(src.id, "attempts", dest.id)) === 1 ? true : undefined), 10_000, "the destination's delivery");
     const before = { deliveries: await countFor(src.id, "deliveries", dest.id), attempts: await countFor(src.id, "attempts", dest.id), row: await destinationRow(dest.id) };
     for (let i = 0; i < 5; i++) l.ws.send(JSON.stringify({ type: "result", event_id: id, status: 500, duration_ms: 3, error: "local server down" }));
     l.ws.send("ping");
@@ -305,6 +307,7 @@ describe("what a listener does not touch, and when it is cut off", () => {
     expect(await countFor(src.id, "attempts", dest.id)).toBe(before.attempts);
     expect(await destinationRow(dest.id)).toEqual(before.row);
     expect(before.row!.failure_count).toBe(0);
+    expect(await box.requests()).toHaveLength(1);
     expect(l.closed).toBeNull();
   });
 
