@@ -17,6 +17,10 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "./config";
 import { admit as admitToGate, close as closeGate, emptyGate, release as releaseToGate, type Admission, type AttemptEnd, type BreakerConfig, type GateConfig, type GateItem, type GateState } from "./delivery/gate";
+import { FIFO_PARK_SECONDS, FIFO_SETTLE_MS, FifoLine, type FifoItem, type FifoRow } from "./delivery/fifo";
+import { deliverMessage } from "./delivery/messages";
+import { servicesFor } from "./services";
+import { parsePartitionName } from "./store/ids";
 import { log } from "./log";
 import { AlertsOutbox } from "./alerts/outbox";
 
@@ -30,6 +34,7 @@ export interface HealthState {
 
 const COUNT = "failure_count";
 const GATE = "gate";
+const idMsOf = (id: string) => parseInt(id.slice(0, 8) + id.slice(9, 13), 16);
 
 export class DestinationHealth extends DurableObject<Env> {
   private get count(): number {
@@ -111,23 +116,55 @@ export class DestinationHealth extends DurableObject<Env> {
     return this.ctx.storage.kv.get<GateState>(GATE) ?? emptyGate();
   }
 
-  /** Which of these deliveries may start an attempt now; the others wait (gate.ts). */
-  async admit(destinationId: string, cfg: GateConfig, items: GateItem[]): Promise<Admission[]> {
+  private fifoLine: FifoLine | undefined;
+  private get line(): FifoLine {
+    return (this.fifoLine ??= new FifoLine(this.ctx.storage.sql));
+  }
+
+  /**
+   * Which of these deliveries may start an attempt now; the others wait (gate.ts). For a
+   * fifo destination only the head of its line may (fifo.ts), and then the gate decides.
+   */
+  async admit(destinationId: string, cfg: GateConfig, items: (GateItem & { fifo?: FifoItem })[]): Promise<Admission[]> {
     const g = this.gate;
     const was = g.breaker.state;
-    const out = admitToGate(g, cfg, items, this.now());
+    const now = this.now();
+    const out = items.map((item): Admission => {
+      if (cfg.ordering !== "fifo" || !item.fifo) return admitToGate(g, cfg, [item], now)[0]!;
+      const verdict = this.line.ask(item.fifo, now);
+      if (verdict.kind === "wait") return { kind: "hold", waitMs: FIFO_PARK_SECONDS * 1000, reason: "fifo" };
+      if (verdict.kind === "settle") return { kind: "hold", waitMs: Math.max(1000, verdict.waitMs), reason: "fifo" };
+      const a = admitToGate(g, { ...cfg, maxInFlight: 1 }, [item], now)[0]!;
+      if (a.kind === "go") this.line.started(item.id, now + a.startInMs + cfg.leaseMs);
+      else this.line.heldBack(item.id, item.fifo.nextToken);
+      return a;
+    });
     this.ctx.storage.kv.put(GATE, g);
     if (was !== g.breaker.state) log("info", "destination_circuit", { destination_id: destinationId, state: g.breaker.state });
     return out;
   }
 
   /** Attempts that ended (or never started): their permits come back, and the circuit breaker learns. */
-  async release(destinationId: string, ends: { deliveryId: string; end: AttemptEnd; durationMs: number }[], breaker?: BreakerConfig): Promise<void> {
+  async release(
+    destinationId: string,
+    ends: { deliveryId: string; end: AttemptEnd; durationMs: number; final?: boolean; retryInMs?: number }[],
+    breaker?: BreakerConfig,
+    fifo?: { leaseMs: number },
+  ): Promise<void> {
     const g = this.gate;
     const was = g.breaker.state;
     const now = this.now();
-    for (const e of ends) releaseToGate(g, e.deliveryId, e.end, e.durationMs, now, breaker);
+    const next: FifoRow[] = [];
+    for (const e of ends) {
+      releaseToGate(g, e.deliveryId, e.end, e.durationMs, now, breaker);
+      if (fifo) {
+        const head = this.line.ended(e.deliveryId, e.final ?? false, e.retryInMs ?? 0, fifo.leaseMs, now);
+        if (head) next.push(head);
+      }
+    }
     this.ctx.storage.kv.put(GATE, g);
+    // The line moved on: its new head's message goes now (after its settle time), not when its parked one comes back.
+    for (const head of next) await this.sendHead(destinationId, head);
     if (was !== g.breaker.state) {
       log(g.breaker.state === "open" ? "warn" : "info", "destination_circuit", { destination_id: destinationId, state: g.breaker.state, ...(g.breaker.state === "open" ? { open_ms: g.breaker.openMs } : {}) });
     }
@@ -140,6 +177,25 @@ export class DestinationHealth extends DurableObject<Env> {
     closeGate(g);
     this.ctx.storage.kv.put(GATE, g);
     log("info", "destination_circuit", { destination_id: destinationId, state: "closed", reason: "reset" });
+  }
+
+  private async sendHead(destinationId: string, head: FifoRow): Promise<void> {
+    const ref = parsePartitionName(head.partition);
+    if (!ref) return;
+    try {
+      const wait = Math.max(0, Math.ceil((idMsOf(head.event_id) + FIFO_SETTLE_MS - this.now()) / 1000));
+      await servicesFor(this.env)
+        .queues.deliver(destinationId)
+        .send(deliverMessage(ref, head.event_id, [{ deliveryId: head.delivery_id, destinationId, token: head.token }]), wait > 0 ? { delaySeconds: wait } : undefined);
+    } catch (err) {
+      // Its parked message comes back within FIFO_PARK_SECONDS.
+      log("error", "fifo_send_failed", { destination_id: destinationId, error: err instanceof Error ? err.name : "unknown" });
+    }
+  }
+
+  /** A fifo destination's line: how many wait, and the head. */
+  async fifoSummary(): Promise<{ waiting: number; head: string | null }> {
+    return this.line.summary();
   }
 
   /** The gate's state, for tests and the console. */

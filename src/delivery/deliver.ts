@@ -87,7 +87,7 @@ interface Ready extends Waiting {
 }
 
 /** How each attempt of a wave ended, for the destinations' gates. */
-type GateEnds = Map<Ready, { end: AttemptEnd; durationMs: number }>;
+type GateEnds = Map<Ready, { end: AttemptEnd; durationMs: number; final: boolean; retryInMs: number }>;
 
 /** Bytes held: payloads claimed, and envelopes being sent. */
 class Held {
@@ -224,7 +224,12 @@ async function claimWave(
     const used = new Set<string>();
     claimed.results.forEach((r, i) => {
       const w = group[i]!;
-      if (r.kind === "drop") return done(w, { ack: true });
+      if (r.kind === "drop") {
+        // Settled or gone: a fifo line must not wait for it.
+        const d = destinations.get(w.item.destination_id);
+        if (d?.ordering === "fifo" && r.reason !== "stale") forgetInLine(s, limiter, d.id, w.item.delivery_id);
+        return done(w, { ack: true });
+      }
       if (r.kind === "busy") return done(w, { ack: false, delaySeconds: Math.max(1, Math.ceil(r.retryInMs / 1000)) });
       if (r.kind === "deferred") return deferred.push(w);
       const destination = destinations.get(w.item.destination_id);
@@ -254,13 +259,21 @@ async function gateWave(
   ours: (w: Waiting) => void,
 ): Promise<Ready[]> {
   const go: Ready[] = [];
-  const waits: { r: Ready; waitSeconds: number }[] = [];
+  const waits: { r: Ready; token: string; waitSeconds: number }[] = [];
   await Promise.all(
     [...groupBy(wave, (r) => r.destination.id)].map(async ([destinationId, rs]) => {
-      const cfg = { rateLimit: rs[0]!.destination.rateLimit, maxInFlight: s.config.maxInFlightPerDestination, leaseMs: s.config.deliveryTimeoutMs + LEASE_MARGIN_MS, breaker: s.config.breaker };
+      const d = rs[0]!.destination;
+      const cfg = { rateLimit: d.rateLimit, ordering: d.ordering, maxInFlight: s.config.maxInFlightPerDestination, leaseMs: s.config.deliveryTimeoutMs + LEASE_MARGIN_MS, breaker: s.config.breaker };
+      // The token each delivery will carry if it is held back (a fifo line sends its message itself).
+      const tokens = rs.map(() => crypto.randomUUID());
+      const items = rs.map((r, i) => ({
+        id: r.item.delivery_id,
+        retry: r.attemptsInRun > 0,
+        ...(d.ordering === "fifo" ? { fifo: { deliveryId: r.item.delivery_id, eventId: r.eventId, partition: partitionName(r.ref), nextToken: tokens[i]! } } : {}),
+      }));
       let admissions: Admission[];
       try {
-        admissions = await limiter.run("storage", () => s.health(destinationId).admit(destinationId, cfg, rs.map((r) => ({ id: r.item.delivery_id, retry: r.attemptsInRun > 0 }))));
+        admissions = await limiter.run("storage", () => s.health(destinationId).admit(destinationId, cfg, items));
       } catch (err) {
         log("error", "destination_gate_failed", { destination_id: destinationId, error: errorName(err) });
         for (const r of rs) ours(r);
@@ -270,7 +283,7 @@ async function gateWave(
         const r = rs[i]!;
         if (a.kind === "go") go.push(a.startInMs > 0 ? { ...r, startInMs: a.startInMs } : r);
         // A rate slot's remainder under a second is waited out when it comes back.
-        else waits.push({ r, waitSeconds: a.reason === "rate" ? Math.floor(a.waitMs / 1000) : Math.ceil(a.waitMs / 1000) });
+        else waits.push({ r, token: tokens[i]!, waitSeconds: a.reason === "rate" ? Math.floor(a.waitMs / 1000) : Math.ceil(a.waitMs / 1000) });
       });
     }),
   );
@@ -278,7 +291,7 @@ async function gateWave(
     [...groupBy(waits, (w) => partitionName(w.r.ref))].map(async ([, ws]) => {
       try {
         await limiter.run("storage", () =>
-          s.store(ws[0]!.r.ref).hold(ws.map((w) => ({ deliveryId: w.r.item.delivery_id, token: w.r.item.token, messageId: w.r.messageId, waitSeconds: w.waitSeconds }))),
+          s.store(ws[0]!.r.ref).hold(ws.map((w) => ({ deliveryId: w.r.item.delivery_id, token: w.r.item.token, newToken: w.token, messageId: w.r.messageId, waitSeconds: w.waitSeconds }))),
         );
         // Held, or no longer this message's to hold (settled meanwhile): either way done here.
         for (const w of ws) done(w.r, { ack: true });
@@ -298,13 +311,21 @@ async function gateWave(
   return go.sort((a, z) => order.get(a.item.delivery_id)! - order.get(z.item.delivery_id)!);
 }
 
+/** A delivery of a fifo destination is settled or gone: its line moves on (best effort: its parked message would tell the line too). */
+function forgetInLine(s: Services, limiter: Limiter, destinationId: string, deliveryId: string): void {
+  void limiter
+    .run("storage", () => s.health(destinationId).release(destinationId, [{ deliveryId, end: "none", durationMs: 0, final: true }], s.config.breaker, { leaseMs: 0 }))
+    .catch((err) => log("error", "destination_gate_failed", { destination_id: destinationId, error: errorName(err) }));
+}
+
 /** Returns the wave's permits to the gates, with how each attempt ended (one call per destination). */
 async function releaseWave(s: Services, limiter: Limiter, wave: Ready[], ends: GateEnds): Promise<void> {
   await Promise.all(
     [...groupBy(wave, (r) => r.destination.id)].map(async ([destinationId, rs]) => {
-      const list = rs.map((r) => ({ deliveryId: r.item.delivery_id, ...(ends.get(r) ?? { end: "none" as const, durationMs: 0 }) }));
+      const list = rs.map((r) => ({ deliveryId: r.item.delivery_id, ...(ends.get(r) ?? { end: "none" as const, durationMs: 0, final: false, retryInMs: 0 }) }));
+      const fifo = rs[0]!.destination.ordering === "fifo" ? { leaseMs: s.config.deliveryTimeoutMs + LEASE_MARGIN_MS } : undefined;
       try {
-        await limiter.run("storage", () => s.health(destinationId).release(destinationId, list, s.config.breaker));
+        await limiter.run("storage", () => s.health(destinationId).release(destinationId, list, s.config.breaker, fifo));
       } catch (err) {
         // The permits lapse after their lease.
         log("error", "destination_gate_failed", { destination_id: destinationId, error: errorName(err) });
@@ -393,6 +414,9 @@ async function attemptAndSettle(s: Services, limiter: Limiter, writers: RecordWr
   ends.set(r, {
     end: outcome.kind === "succeeded" ? "succeeded" : outcome.kind === "retry" || outcome.kind === "exhausted" ? "failed" : "none",
     durationMs: outcome.kind === "ours" ? 0 : outcome.durationMs,
+    // For a fifo line: the delivery is done with (succeeded or given up), or waits for its retry.
+    final: outcome.kind === "succeeded" || outcome.kind === "exhausted" || outcome.kind === "cancelled",
+    retryInMs: outcome.kind === "retry" ? outcome.delaySeconds * 1000 : 0,
   });
   if (outcome.kind === "ours") {
     log("warn", "delivery_deferred", { delivery_id: r.item.delivery_id, destination_id: r.destination.id, reason: outcome.error.slice(0, 200) });

@@ -49,6 +49,8 @@ export const DEFAULT_BREAKER: BreakerConfig = {
 
 export interface GateConfig {
   rateLimit: number | null;
+  /** fifo: one at a time, in ingest order (delivery/fifo.ts). */
+  ordering?: "none" | "fifo";
   maxInFlight: number;
   /** The circuit breaker's parameters (CIRCUIT_* in [vars]); the defaults above otherwise. */
   breaker?: BreakerConfig;
@@ -56,7 +58,7 @@ export interface GateConfig {
   leaseMs: number;
 }
 
-export type Admission = { kind: "go"; startInMs: number } | { kind: "hold"; waitMs: number; reason: "circuit_open" | "in_flight" | "rate" };
+export type Admission = { kind: "go"; startInMs: number } | { kind: "hold"; waitMs: number; reason: "circuit_open" | "in_flight" | "rate" | "fifo" };
 
 export type AttemptEnd = "succeeded" | "failed" | "none";
 

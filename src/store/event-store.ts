@@ -560,7 +560,7 @@ export class EventStore extends DurableObject<Env> {
    * new token, without an attempt, a retry spent or a count. Only while the message asking
    * still holds the claim; returns whether each was held.
    */
-  async hold(items: { deliveryId: string; token: string; messageId: string; waitSeconds: number }[]): Promise<boolean[]> {
+  async hold(items: { deliveryId: string; token: string; newToken?: string; messageId: string; waitSeconds: number }[]): Promise<boolean[]> {
     if (!this.registration) return items.map(() => false);
     const now = this.now();
     let queued = false;
@@ -568,7 +568,8 @@ export class EventStore extends DurableObject<Env> {
       items.map((it) => {
         const d = this.q.deliveryState.get({ id: it.deliveryId });
         if (!d || d.token !== it.token || d.claimedBy !== it.messageId || d.status !== "pending") return false;
-        const token = newToken();
+        // The new token may come from the gate's side (a fifo line sends the next message itself).
+        const token = it.newToken ?? newToken();
         const wait = Math.max(0, Math.min(Math.round(it.waitSeconds), MAX_HOLD_SECONDS));
         this.q.hold.run({ id: d.id, token, nextAttemptAt: now + wait * 1000, now });
         this.enqueue(deliverMessage(this.ref, d.eventId, [{ deliveryId: d.id, destinationId: d.destinationId, token }]), wait, now);

@@ -62,12 +62,12 @@ describe("GET /api/v1/openapi.json", () => {
     const doc = await fetchDoc();
     const base = "/api/v1/webhooks/sources/{source_id}/destinations";
     const create = doc.paths[base]!.post;
-    expect(Object.keys(create.requestBody.content["application/json"].schema.properties).sort()).toEqual(["enabled", "event_filter", "headers", "payload_filter", "secret", "url"]);
+    expect(Object.keys(create.requestBody.content["application/json"].schema.properties).sort()).toEqual(["enabled", "event_filter", "headers", "ordering", "payload_filter", "rate_limit", "secret", "url"]);
     expect(create.requestBody.content["application/json"].schema.required).toEqual(["url"]);
     expect(create.requestBody.content["application/json"].schema.additionalProperties).toBe(false);
     expect(create.responses["201"].content["application/json"].schema.properties.data.$ref).toBe("#/components/schemas/DestinationWithSecret");
     expect(Object.keys(doc.components.schemas.Destination.properties).sort()).toEqual(
-      ["created_at", "enabled", "event_filter", "failure_count", "headers", "id", "payload_filter", "source_id", "updated_at", "url"],
+      ["created_at", "enabled", "event_filter", "failure_count", "headers", "id", "ordering", "payload_filter", "rate_limit", "source_id", "updated_at", "url"],
     );
     expect(doc.components.schemas.Destination.properties.secret).toBeUndefined();
     expect(doc.components.schemas.DestinationWithSecret.properties.secret).toBeDefined();
