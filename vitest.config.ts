@@ -41,6 +41,8 @@ export default defineConfig(async () => {
                     // Fan-out tests give one source up to 103 destinations; the quota's own
                     // test sets it lower (test/integration/flow-control.test.ts).
                     MAX_DESTINATIONS_PER_SOURCE: "200",
+                    // The property tests make thousands of requests with one key; the limit's own test sets it.
+                    API_RATE_LIMIT: "1000000",
                   },
                 },
               };

@@ -6,6 +6,7 @@
 import ipaddr from "ipaddr.js";
 import { z } from "zod";
 import type { DestinationHealth } from "./destination-health";
+import type { RateLimiter } from "./rate-limiter";
 import type { BreakerConfig } from "./delivery/gate";
 import type { DeliverMessage, WorkMessage } from "./delivery/messages";
 import type { ListenHub } from "./listen/hub";
@@ -21,6 +22,7 @@ export interface Env {
   DELIVER_QUEUE_3?: Queue<DeliverMessage>;
   WORK_QUEUE: Queue<WorkMessage>;
   DESTINATION_HEALTH: DurableObjectNamespace<DestinationHealth>;
+  RATE_LIMITER: DurableObjectNamespace<RateLimiter>;
   EVENT_STORE: DurableObjectNamespace<EventStore>;
   /** One per source: the WebSockets of `krafter listen` (src/listen/hub.ts). */
   LISTEN_HUB: DurableObjectNamespace<ListenHub>;
@@ -45,6 +47,8 @@ export interface Env {
   CIRCUIT_OPEN_SECONDS?: string;
   CIRCUIT_OPEN_MAX_SECONDS?: string;
   MAX_DESTINATIONS_PER_SOURCE?: string;
+  API_RATE_LIMIT?: string;
+  INGEST_RATE_LIMIT?: string;
   MAX_SOURCES_PER_ACCOUNT?: string;
 }
 
@@ -112,6 +116,8 @@ const configSchema = z
     CIRCUIT_OPEN_SECONDS: intFrom(30, 1, 3600),
     CIRCUIT_OPEN_MAX_SECONDS: intFrom(300, 1, 86_400),
     MAX_DESTINATIONS_PER_SOURCE: intFrom(50, 1, 10_000),
+    API_RATE_LIMIT: intFrom(1000, 1, 1_000_000),
+    INGEST_RATE_LIMIT: intFrom(5000, 1, 10_000_000),
     MAX_SOURCES_PER_ACCOUNT: intFrom(100, 1, 100_000),
     METER: z
       .string()
@@ -159,6 +165,10 @@ export interface Config {
   /** A destination's circuit breaker (delivery/gate.ts). */
   breaker: BreakerConfig;
   maxDestinationsPerSource: number;
+  /** Requests per API key per 60 s. */
+  apiRateLimit: number;
+  /** Events per source per 10 s. */
+  ingestRateLimit: number;
   maxSourcesPerAccount: number;
 }
 
@@ -199,6 +209,8 @@ export function loadConfig(env: Env): Config {
       openMaxMs: Math.max(c.CIRCUIT_OPEN_SECONDS, c.CIRCUIT_OPEN_MAX_SECONDS) * 1000,
     },
     maxDestinationsPerSource: c.MAX_DESTINATIONS_PER_SOURCE,
+    apiRateLimit: c.API_RATE_LIMIT,
+    ingestRateLimit: c.INGEST_RATE_LIMIT,
     maxSourcesPerAccount: c.MAX_SOURCES_PER_ACCOUNT,
   };
   cache.set(env, config);

@@ -16,6 +16,7 @@ import { servicesFor } from "./services";
 export { DestinationHealth } from "./destination-health";
 export { EventStore } from "./store/event-store";
 export { ListenHub } from "./listen/hub";
+export { RateLimiter } from "./rate-limiter";
 
 const app = createApp();
 

@@ -5,6 +5,7 @@
  */
 import { loadConfig, type Config, type Env } from "./config";
 import type { DestinationHealth } from "./destination-health";
+import type { RateLimiter } from "./rate-limiter";
 import type { EventStore } from "./store/event-store";
 import { database, type Database } from "./db/client";
 import type { DeliverMessage, WorkMessage } from "./delivery/messages";
@@ -27,6 +28,8 @@ export interface Services {
   store: (ref: PartitionRef) => DurableObjectStub<EventStore>;
   /** The Durable Object of one destination: failure_count and auto-disable. */
   health: (destinationId: string) => DurableObjectStub<DestinationHealth>;
+  /** The request counter of an API key (API_RATE_LIMIT). */
+  rateLimiter: (keyId: string) => DurableObjectStub<RateLimiter>;
 }
 
 const cache = new WeakMap<Env, Services>();
@@ -94,6 +97,7 @@ export function servicesFor(env: Env): Services {
       queues: deliveryQueues(env, m),
       store: m ? (ref) => meteredStub(env.EVENT_STORE.getByName(partitionName(ref))) : (ref) => env.EVENT_STORE.getByName(partitionName(ref)),
       health: m ? (id) => meteredStub(env.DESTINATION_HEALTH.getByName(id)) : (id) => env.DESTINATION_HEALTH.getByName(id),
+      rateLimiter: (id) => env.RATE_LIMITER.getByName(`key:${id}`),
     };
     cache.set(env, s);
   }

@@ -60,6 +60,8 @@ export const RELAY_VARS = {
   ALLOW_PRIVATE_DESTINATIONS: "true",
   // The fan-out width step gives one source 100 destinations (the default quota is 50).
   MAX_DESTINATIONS_PER_SOURCE: "200",
+  // The list step makes requests back to back for seconds with one key.
+  API_RATE_LIMIT: "1000000",
 };
 
 /**

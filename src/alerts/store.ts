@@ -40,6 +40,8 @@ export const storeAlert: StoreAlert = async (s, alertsSourceId, alert) => {
     } else break;
   }
   if (result.kind === "moved" || result.kind === "sealed") throw new Error("alert could not be routed");
+  // Over the alerts source's INGEST_RATE_LIMIT: the outbox tries again later.
+  if (result.kind === "rate_limited") throw new Error("alert rate limited");
   if (result.kind === "stored") return "stored";
   return result.kind;
 };

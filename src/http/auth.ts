@@ -44,6 +44,13 @@ export function requireScope(scope: Scope) {
       c.executionCtx.waitUntil(update.catch(() => undefined));
     }
     c.set("principal", { accountId: row.accountId, keyId: row.id, scopes });
+    // Who asks is known: now how often (API_RATE_LIMIT per key per 60 s). 401 and 403 come first.
+    const limit = c.var.services.config.apiRateLimit;
+    const verdict = await c.var.services.rateLimiter(row.id).hit(limit);
+    if (!verdict.ok) {
+      c.header("retry-after", String(verdict.retryAfterSeconds));
+      throw new ApiError("rate_limited", `This API key made ${limit} requests in the last minute, the most API_RATE_LIMIT allows: retry after ${verdict.retryAfterSeconds} s.`);
+    }
     // Then the body: who may ask comes before what they sent (docs/decisions.md).
     await apiBodyGuard(c, async () => {
       await apiBodyLimit(c, next);

@@ -152,6 +152,10 @@ export const ingestRoutes = new Hono<AppEnv>().post("/:ingest_key", ingestDoc, a
     forgetIngestSource(key);
     throw notFound("source");
   }
+  if (result.kind === "rate_limited") {
+    c.header("retry-after", String(result.retryAfterSeconds));
+    throw new ApiError("rate_limited", `This source takes at most ${s.config.ingestRateLimit} events per 10 seconds (INGEST_RATE_LIMIT): retry after ${result.retryAfterSeconds} s. Nothing was stored.`);
+  }
   if (result.kind === "duplicate") {
     // Seen before: answer with the first event's id; no second fan-out.
     return c.json({ data: { event_id: result.eventId, duplicate: true } }, 200);

@@ -60,6 +60,8 @@ const DRAIN_RETRY_MS = 1_000;
 const DRAIN_RETRY_MAX_MS = 300_000;
 /** The destinations of the source are read again after this, or at once when the API says they changed. */
 const TARGETS_TTL_MS = 60_000;
+/** INGEST_RATE_LIMIT counts over windows of this length. */
+const INGEST_WINDOW_MS = 10_000;
 /** The longest a gate holds a delivery back in one go (the queue's longest delay). */
 const MAX_HOLD_SECONDS = 86_400;
 /** Rows deleted per transaction when a destination's data is removed. */
@@ -182,6 +184,9 @@ export class EventStore extends DurableObject<Env> {
    */
   async ingest(req: IngestRequest, shards: number): Promise<IngestResult> {
     if (this.kvGet<boolean>(KV.sealed)) return { kind: "sealed" };
+    // INGEST_RATE_LIMIT per source per 10 s, shared out evenly: each shard takes its part.
+    const limited = this.overRate(shards);
+    if (limited !== null) return { kind: "rate_limited", retryAfterSeconds: limited };
     const reg = await this.register();
     if (reg === "source_gone") return { kind: "source_gone" };
     this.learnShards(shards);
@@ -239,6 +244,18 @@ export class EventStore extends DurableObject<Env> {
     if (++this.inserts % SPLIT_CHECK_EVERY === 0) this.ctx.waitUntil(this.considerSplit());
     this.listen.stored(id, req);
     return { kind: "stored", eventId: id };
+  }
+
+  private window = { start: 0, n: 0 };
+
+  /** Seconds to wait when this ingest is over the partition's share of the source's limit; null when it may go. */
+  private overRate(shards: number): number | null {
+    const now = this.now();
+    const share = Math.max(1, Math.ceil(this.s.config.ingestRateLimit / Math.max(1, Math.max(shards, this.shards))));
+    if (now - this.window.start >= INGEST_WINDOW_MS) this.window = { start: now - (now % INGEST_WINDOW_MS), n: 0 };
+    if (this.window.n >= share) return Math.max(1, Math.ceil((this.window.start + INGEST_WINDOW_MS - now) / 1000));
+    this.window.n++;
+    return null;
   }
 
   /** An id at `ms`, kept within this partition's day. */

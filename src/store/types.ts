@@ -21,7 +21,9 @@ export type IngestResult =
   /** The day has more shards than the router knew: the key belongs to another one. */
   | { kind: "moved"; shards: number }
   /** The source no longer exists. */
-  | { kind: "source_gone" };
+  | { kind: "source_gone" }
+  /** Over this partition's share of INGEST_RATE_LIMIT: nothing stored. */
+  | { kind: "rate_limited"; retryAfterSeconds: number };
 
 export interface EventSummary {
   id: string;

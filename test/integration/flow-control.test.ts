@@ -4,11 +4,16 @@
  * delivery the gate holds back stays pending, with no attempt, no retry spent and no
  * count, and goes back to the queue with its delay.
  */
+import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
 import type { Env } from "../../src/config";
+import type { RateLimiter } from "../../src/rate-limiter";
+import type { Services } from "../../src/services";
+import type { EventStore } from "../../src/store/event-store";
+import { dayOf } from "../../src/store/ids";
 import { call, createAccount, createDestination, createSource, envWith, expect422, json, type Account } from "../helpers/api";
-import { attemptRows, currentMessage, deliveryRow, destinationRow, insertDelivery, insertEvent, runQueue } from "../helpers/delivery";
+import { attemptRows, currentMessage, deliveryRow, destinationRow, insertDelivery, insertEvent, partition, runQueue, storedEvents } from "../helpers/delivery";
 
 let account: Account;
 let source: { id: string; ingest_url: string };
@@ -116,5 +121,59 @@ describe("quotas", () => {
     expect(created).toBeLessThanOrEqual(5);
     expect(results.every((r) => r.status === 201 || r.status === 422)).toBe(true);
     expect((await json(await call("GET", `${base()}?limit=100`, { key: account.key }))).data.length).toBeLessThanOrEqual(5);
+  });
+});
+
+describe("rate limits", () => {
+  it("API_RATE_LIMIT per API key: over it 429 rate_limited with Retry-After; an unknown key is still 401; the next window lets it through", async () => {
+    const limited = envWith({ API_RATE_LIMIT: "3" });
+    const mine = await createAccount(); // a key nothing else has used
+    const list = (key: string) => call("GET", "/api/v1/webhooks/sources", { key, env: limited });
+    for (let i = 0; i < 3; i++) expect((await list(mine.key)).status).toBe(200);
+    const over = await list(mine.key);
+    expect(over.status).toBe(429);
+    const body = await json(over);
+    expect(body.error.code).toBe("rate_limited");
+    expect(body.error.message).toContain("API_RATE_LIMIT");
+    const retryAfter = Number(over.headers.get("retry-after"));
+    expect(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= 60).toBe(true);
+    // Authentication first: an unknown key is 401, a missing one too, never 429.
+    expect((await list("krf_" + "x".repeat(43))).status).toBe(401);
+    expect((await call("GET", "/api/v1/webhooks/sources", { env: limited })).status).toBe(401);
+    // Another key of the same account has its own count.
+    const other = await createAccount();
+    expect((await list(other.key)).status).toBe(200);
+    // A minute later the key is let through again.
+    await runInDurableObject((env as unknown as Env).RATE_LIMITER.getByName(`key:${mine.keyId}`), (instance: RateLimiter) => {
+      const t = Date.now() + 60_000;
+      instance.now = () => t;
+    });
+    expect((await list(mine.key)).status).toBe(200);
+  });
+
+  it("INGEST_RATE_LIMIT per source: over it 429 with Retry-After, nothing stored; the next window takes events again", async () => {
+    const ingest = (i: number) => call("POST", new URL(source.ingest_url).pathname, { raw: JSON.stringify({ type: "t", n: i }), headers: { "content-type": "application/json" } });
+    expect((await ingest(0)).status).toBe(202);
+    const ref = { sourceId: source.id, day: dayOf(Date.now()), shard: 0 };
+    let t = Date.now();
+    await runInDurableObject(partition(ref), (instance: EventStore) => {
+      const store = instance as unknown as { s: Services; window: { start: number; n: number } };
+      store.s = { ...store.s, config: { ...store.s.config, ingestRateLimit: 3 } };
+      instance.now = () => t;
+      store.window = { start: t - (t % 10_000), n: 1 };
+    });
+    expect((await ingest(1)).status).toBe(202);
+    expect((await ingest(2)).status).toBe(202);
+    const over = await ingest(3);
+    expect(over.status).toBe(429);
+    expect((await json(over)).error.code).toBe("rate_limited");
+    expect(Number(over.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+    expect(await storedEvents(source.id)).toHaveLength(3);
+    await runInDurableObject(partition(ref), (instance: EventStore) => {
+      t += 10_000;
+      instance.now = () => t;
+    });
+    expect((await ingest(4)).status).toBe(202);
+    expect(await storedEvents(source.id)).toHaveLength(4);
   });
 });
