@@ -76,7 +76,13 @@ const KV = {
   sealed: "sealed",
   dropAt: "drop_at",
   shards: "shards",
+  recoverAt: "recover_at",
 } as const;
+
+/** How often a partition with pending deliveries looks for lost messages, and how late a delivery must be to count as lost. */
+const RECOVER_EVERY_MS = 30 * 60_000;
+const LOST_AFTER_MS = 30 * 60_000;
+const RECOVER_BATCH = 1_000;
 
 /** Inserts between two looks at the partition's growth, and the least time between them. */
 const SPLIT_CHECK_EVERY = 64;
@@ -458,6 +464,40 @@ export class EventStore extends DurableObject<Env> {
 
   private enqueue(msg: DeliverMessage, delaySeconds: number, now: number): void {
     this.q.insertOutbox.run({ queueKey: queueKeyOf(msg), body: msg, delaySeconds, now });
+    // Deliveries are in the queue: look for any whose message was lost, in a while.
+    if (this.kvGet<number>(KV.recoverAt) === undefined) this.kvPut(KV.recoverAt, now + RECOVER_EVERY_MS);
+  }
+
+  /**
+   * Deliveries whose message was lost: pending, claimed by no one, and due more than
+   * LOST_AFTER_MS ago. A message is only ever late by a queue's backlog, so such a
+   * delivery's message is taken as lost and a new one is queued with a new token: if the
+   * old one still comes, it is stale and dropped, so nothing is sent twice. Runs from the
+   * alarm at most every RECOVER_EVERY_MS while deliveries may be pending, reading the
+   * pending ones (no index: the scan happens twice an hour, not per delivery).
+   */
+  private recoverLost(now: number): void {
+    const rows = this.db
+      .select({ id: deliveries.id, eventId: deliveries.eventId, destinationId: deliveries.destinationId, due: deliveries.nextAttemptAt, createdAt: deliveries.createdAt, claimedUntil: deliveries.claimedUntil })
+      .from(deliveries)
+      .where(eq(deliveries.status, "pending"))
+      .all();
+    const lost = rows.filter((d) => d.claimedUntil < now && (d.due ?? d.createdAt) < now - LOST_AFTER_MS).slice(0, RECOVER_BATCH);
+    if (lost.length > 0) {
+      this.ctx.storage.transactionSync(() => {
+        for (const d of lost) {
+          const token = newToken();
+          this.q.hold.run({ id: d.id, token, nextAttemptAt: now, now });
+          this.q.insertOutbox.run({ queueKey: queueKeyOf(deliverMessage(this.ref, d.eventId, [{ deliveryId: d.id, destinationId: d.destinationId, token }])), body: deliverMessage(this.ref, d.eventId, [{ deliveryId: d.id, destinationId: d.destinationId, token }]), delaySeconds: 0, now });
+        }
+      });
+      log("warn", "deliveries_recovered", { partition: partitionName(this.ref), count: lost.length });
+    }
+    // Look again while any are pending (sooner if there were more than one batch).
+    if (rows.length === 0) {
+      this.ctx.storage.kv.delete(KV.recoverAt);
+      this.kvMemo.set(KV.recoverAt, undefined);
+    } else this.kvPut(KV.recoverAt, now + (lost.length === RECOVER_BATCH ? 60_000 : RECOVER_EVERY_MS));
   }
 
   /** Sends what the outbox holds, oldest first, and forgets each message once the queue has it. */
@@ -816,6 +856,8 @@ export class EventStore extends DurableObject<Env> {
     if (this.s.config.meter) meter.doAlarms++;
     const dropAt = this.kvGet<number>(KV.dropAt);
     if (dropAt !== undefined && this.now() >= dropAt) return this.drop();
+    const recoverAt = this.kvGet<number>(KV.recoverAt);
+    if (recoverAt !== undefined && this.now() >= recoverAt) this.recoverLost(this.now());
     // This alarm is spent: the drain sets the next one (a retry, or the drop).
     this.alarmBy = null;
     this.alarmSpent = true;
@@ -839,8 +881,10 @@ export class EventStore extends DurableObject<Env> {
       const at = Math.min(this.now() + retryIn, dropAt);
       if (current !== at) await this.ctx.storage.setAlarm(at);
       this.alarmBy = at;
-    } else if (current === null) {
-      await this.ctx.storage.setAlarm(dropAt);
+    } else {
+      // The next look for lost messages, or the drop.
+      const at = Math.min(this.kvGet<number>(KV.recoverAt) ?? dropAt, dropAt);
+      if (current === null || current > at) await this.ctx.storage.setAlarm(at);
       this.alarmBy = null;
     }
   }

@@ -27,9 +27,12 @@ import {
   partition,
   partitionsOf,
   readPartition,
+  runPartitionAlarm,
   runQueue,
   storedEvents,
 } from "../helpers/delivery";
+import { deliveries } from "../../src/store/schema";
+import { eq } from "drizzle-orm";
 
 let account: Account;
 let source: { id: string; ingest_url: string };
@@ -449,6 +452,37 @@ describe("a partition evicted", () => {
     expect(acks.sort()).toEqual([0, 1, 2, 3, 4]);
     for (const m of msgs) expect((await attemptRows(m.deliveries[0]!.delivery_id)).map((a) => a.outcome)).toEqual(["succeeded"]);
     expect((await box.requests()).length).toBe(10);
+  });
+});
+
+describe("a delivery whose message was lost", () => {
+  it("is queued again with a new token once it is 30 minutes past due and claimed by no one; the lost message, if it comes, sends nothing", async () => {
+    const box = await mailbox();
+    const dest = await createDestination(account, source.id, { url: box.url });
+    const eventId = await insertEvent(source.id);
+    const lost = await insertDelivery(eventId, dest.id); // its message never reaches the queue
+    const onTime = await insertDelivery(await insertEvent(source.id), dest.id);
+    const ref = eventPartition(eventId);
+    await inPartition(ref, async (db, instance) => {
+      const store = instance as unknown as { kvPut(k: string, v: unknown): void };
+      const t = Date.now() + 31 * 60_000;
+      store.kvPut("recover_at", t - 60_000);
+      instance.now = () => t;
+      // The other one is due later (its retry is scheduled): merely late is not lost.
+      await db.update(deliveries).set({ nextAttemptAt: t - 60_000 }).where(eq(deliveries.id, onTime.deliveries[0]!.delivery_id)).run();
+    });
+    expect(await runPartitionAlarm(ref)).toBe(true);
+    const rows = await readPartition(ref, (db) => db.select({ id: deliveries.id, token: deliveries.token }).from(deliveries).all());
+    const tokenOf = (id: string) => rows.find((r) => r.id === id)!.token;
+    expect(tokenOf(lost.deliveries[0]!.delivery_id)).not.toBe(lost.deliveries[0]!.token);
+    expect(tokenOf(onTime.deliveries[0]!.delivery_id)).toBe(onTime.deliveries[0]!.token);
+    // The new message goes through the queue and delivers it, once.
+    await eventually(async () => ((await box.requests()).some((r) => r.headers["webhook-id"] === eventId) ? true : undefined), 20_000, "the recovered delivery");
+    // The lost one turns up after all: stale, dropped, nothing sent.
+    const before = (await box.requests()).length;
+    const late = await runQueue("krafter-deliver", [lost]);
+    expect(late.explicitAcks).toEqual(late.ids);
+    expect((await box.requests()).length).toBe(before);
   });
 });
 
