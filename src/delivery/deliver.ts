@@ -412,7 +412,16 @@ async function attemptAndSettle(s: Services, limiter: Limiter, writers: RecordWr
     attemptInRun: r.attemptsInRun + 1,
   });
   ends.set(r, {
-    end: outcome.kind === "succeeded" ? "succeeded" : outcome.kind === "retry" || outcome.kind === "exhausted" ? "failed" : "none",
+    // For the circuit breaker a failure is an endpoint that did not answer (timed out, could
+    // not connect); one that answered, even with an error, is alive and holds no slot long.
+    end:
+      outcome.kind === "succeeded"
+        ? "succeeded"
+        : outcome.kind === "retry" || outcome.kind === "exhausted"
+          ? outcome.statusCode === null
+            ? "failed"
+            : "answered"
+          : "none",
     durationMs: outcome.kind === "ours" ? 0 : outcome.durationMs,
     // For a fifo line: the delivery is done with (succeeded or given up), or waits for its retry.
     final: outcome.kind === "succeeded" || outcome.kind === "exhausted" || outcome.kind === "cancelled",

@@ -7,7 +7,9 @@
  * In order, for each delivery asked about:
  * 1. Circuit breaker (Convoy's, simplified): over the last BREAKER_WINDOW_MS (60 s), once
  *    at least `minAttempts` (10) attempts ended and at least `failureRatio` (50 %) of them
- *    failed or timed out, the breaker opens for `openMs` (30 s; doubling at each
+ *    got no answer (timed out, could not connect: what holds consumer slots; an endpoint
+ *    that answers with an error is alive, its retries and auto-disable deal with it), the
+ *    breaker opens for `openMs` (30 s; doubling at each
  *    reopening, up to `openMaxMs`, 5 min). Open: no first attempt starts; the retries of
  *    deliveries already attempted keep their schedule (so a dead endpoint's forwards
  *    still exhaust, and auto-disable still comes after 10 of them), and a success among
@@ -60,7 +62,8 @@ export interface GateConfig {
 
 export type Admission = { kind: "go"; startInMs: number } | { kind: "hold"; waitMs: number; reason: "circuit_open" | "in_flight" | "rate" | "fifo" };
 
-export type AttemptEnd = "succeeded" | "failed" | "none";
+/** succeeded; failed: no answer (timed out, could not connect); answered: an error status, quickly (alive); none: never started. */
+export type AttemptEnd = "succeeded" | "failed" | "answered" | "none";
 
 export interface BreakerState {
   state: "closed" | "open" | "half_open";
@@ -156,7 +159,7 @@ export function release(g: GateState, deliveryId: string, end: AttemptEnd, durat
   }
   g.meanMs = Math.round(g.meanMs * 0.8 + Math.max(1, durationMs) * 0.2);
   const b = g.breaker;
-  if (b.state !== "closed" && end === "succeeded") {
+  if (b.state !== "closed" && (end === "succeeded" || end === "answered")) {
     // The endpoint answers again (a trial, or a retry that went ahead meanwhile).
     close(g, bc);
     return;
@@ -168,8 +171,8 @@ export function release(g: GateState, deliveryId: string, end: AttemptEnd, durat
   const at = now - (now % BREAKER_BUCKET_MS);
   let bucket = g.buckets.find((x) => x.at === at);
   if (!bucket) g.buckets.push((bucket = { at, ok: 0, failed: 0 }));
-  if (end === "succeeded") bucket.ok++;
-  else bucket.failed++;
+  if (end === "failed") bucket.failed++;
+  else bucket.ok++;
   if (b.state !== "closed") return;
   const ok = g.buckets.reduce((n, x) => n + x.ok, 0);
   const failed = g.buckets.reduce((n, x) => n + x.failed, 0);

@@ -131,6 +131,15 @@ describe("circuit breaker", () => {
     expect(admit(g, c, first(["new"]), 3_100)[0]!.kind).toBe("go");
   });
 
+  it("an endpoint that answers, even with errors, never opens it: only attempts with no answer count", () => {
+    const g = emptyGate();
+    for (const id of ids(30)) {
+      admit(g, cfg({ maxInFlight: 1000 }), first([id]), 0);
+      release(g, id, "answered", 5, 0); // a 410 or a 503, in 5 ms
+    }
+    expect(g.breaker.state).toBe("closed");
+  });
+
   it("failures older than the window are forgotten", () => {
     const g = emptyGate();
     fail(g, BREAKER_MIN_ATTEMPTS - 1, 0);
