@@ -20,7 +20,7 @@ import { admit as admitToGate, close as closeGate, emptyGate, release as release
 import { FIFO_PARK_SECONDS, FIFO_SETTLE_MS, FifoLine, type FifoItem, type FifoRow } from "./delivery/fifo";
 import { deliverMessage } from "./delivery/messages";
 import { servicesFor } from "./services";
-import { parsePartitionName } from "./store/ids";
+import { idTimeMs, parsePartitionName } from "./store/ids";
 import { log } from "./log";
 import { AlertsOutbox } from "./alerts/outbox";
 
@@ -34,7 +34,7 @@ export interface HealthState {
 
 const COUNT = "failure_count";
 const GATE = "gate";
-const idMsOf = (id: string) => parseInt(id.slice(0, 8) + id.slice(9, 13), 16);
+
 
 export class DestinationHealth extends DurableObject<Env> {
   private get count(): number {
@@ -183,7 +183,7 @@ export class DestinationHealth extends DurableObject<Env> {
     const ref = parsePartitionName(head.partition);
     if (!ref) return;
     try {
-      const wait = Math.max(0, Math.ceil((idMsOf(head.event_id) + FIFO_SETTLE_MS - this.now()) / 1000));
+      const wait = Math.max(0, Math.ceil(((idTimeMs(head.event_id) ?? 0) + FIFO_SETTLE_MS - this.now()) / 1000));
       await servicesFor(this.env)
         .queues.deliver(destinationId)
         .send(deliverMessage(ref, head.event_id, [{ deliveryId: head.delivery_id, destinationId, token: head.token }]), wait > 0 ? { delaySeconds: wait } : undefined);

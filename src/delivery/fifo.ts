@@ -15,6 +15,8 @@
  * join behind everything already in line, in event order among themselves.
  */
 
+import { idTimeMs } from "../store/ids";
+
 export const FIFO_SETTLE_MS = 2_000;
 export const FIFO_PARK_SECONDS = 300;
 export const FIFO_REPLAY_AGE_MS = 60_000;
@@ -39,8 +41,7 @@ export interface FifoRow {
   in_flight_until: number;
 }
 
-/** The time (ms) an event id starts with. */
-const idMs = (id: string) => parseInt(id.slice(0, 8) + id.slice(9, 13), 16);
+const idMs = (id: string) => idTimeMs(id) ?? 0;
 
 export class FifoLine {
   constructor(private readonly sql: SqlStorage) {

@@ -190,15 +190,16 @@ export class EventStore extends DurableObject<Env> {
    */
   async ingest(req: IngestRequest, shards: number): Promise<IngestResult> {
     if (this.kvGet<boolean>(KV.sealed)) return { kind: "sealed" };
-    // INGEST_RATE_LIMIT per source per 10 s, shared out evenly: each shard takes its part.
-    const limited = this.overRate(shards);
-    if (limited !== null) return { kind: "rate_limited", retryAfterSeconds: limited };
     const reg = await this.register();
     if (reg === "source_gone") return { kind: "source_gone" };
     this.learnShards(shards);
     const key = req.dedupeKey;
     let moved = this.misplaced(key);
     if (moved !== null) return { kind: "moved", shards: moved };
+    // INGEST_RATE_LIMIT per source per 10 s, shared out over the shards the router spreads
+    // the source's events on (a router that still thinks fewer sends each more of them).
+    const limited = this.overRate(shards);
+    if (limited !== null) return { kind: "rate_limited", retryAfterSeconds: limited };
 
     if (key !== null) {
       const first = this.eventIdByKey(key);
@@ -257,7 +258,7 @@ export class EventStore extends DurableObject<Env> {
   /** Seconds to wait when this ingest is over the partition's share of the source's limit; null when it may go. */
   private overRate(shards: number): number | null {
     const now = this.now();
-    const share = Math.max(1, Math.ceil(this.s.config.ingestRateLimit / Math.max(1, Math.max(shards, this.shards))));
+    const share = Math.max(1, Math.ceil(this.s.config.ingestRateLimit / Math.max(1, shards)));
     if (now - this.window.start >= INGEST_WINDOW_MS) this.window = { start: now - (now % INGEST_WINDOW_MS), n: 0 };
     if (this.window.n >= share) return Math.max(1, Math.ceil((this.window.start + INGEST_WINDOW_MS - now) / 1000));
     this.window.n++;

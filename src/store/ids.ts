@@ -109,6 +109,11 @@ export function partitionOf(sourceId: string, id: string): PartitionRef | null {
   return r ? { sourceId, day: dayOf(r.ms), shard: r.shard } : null;
 }
 
+/** The time (ms) an id or id bound starts with (its first 48 bits), whatever its version; null if it is not shaped like one. */
+export function idTimeMs(id: string): number | null {
+  return /^[0-9a-f]{8}-[0-9a-f]{4}-/.test(id) ? parseInt(id.slice(0, 8) + id.slice(9, 13), 16) : null;
+}
+
 /** The smallest (edge "low") or largest (edge "high") UUIDv7 of the given millisecond. */
 export function idBoundAt(ms: number, edge: "low" | "high"): string {
   const t = hex(Math.max(0, Math.min(ms, 0xffffffffffff)), 12);

@@ -9,7 +9,7 @@
 import { partitionDays } from "../db/partitions";
 import { Limiter } from "../delivery/limiter";
 import type { Services } from "../services";
-import { dayOf, dayStart, idBoundAt, partitionOf, type PartitionRef } from "./ids";
+import { dayOf, dayStart, idBoundAt, idTimeMs, partitionOf, type PartitionRef } from "./ids";
 import type { AttemptRow, EventDetail, EventSummary, IdRange } from "./types";
 
 export interface Window {
@@ -33,14 +33,11 @@ function bounds(q: Window & { cursor?: string | undefined }): { low?: string; hi
   };
 }
 
-/** The time an id or id bound starts with (its first 48 bits), whatever its version. */
-const msOf = (id: string): number | null => (/^[0-9a-f]{8}-[0-9a-f]{4}-/.test(id) ? parseInt(id.slice(0, 8) + id.slice(9, 13), 16) : null);
-
 /** The days a window can touch, oldest and newest. */
 function dayRange(s: Services, b: { low?: string; high?: string }): [number, number] {
   const now = s.now();
-  const from = b.low !== undefined ? dayOf(msOf(b.low) ?? 0) : dayOf(now) - s.config.retentionDays - 2;
-  const to = b.high !== undefined ? dayOf(msOf(b.high) ?? now) : dayOf(now) + 1;
+  const from = b.low !== undefined ? dayOf(idTimeMs(b.low) ?? 0) : dayOf(now) - s.config.retentionDays - 2;
+  const to = b.high !== undefined ? dayOf(idTimeMs(b.high) ?? now) : dayOf(now) + 1;
   return [from, to];
 }
 

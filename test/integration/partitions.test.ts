@@ -410,9 +410,22 @@ describe("a partition evicted", () => {
     expect(alarm!).toBeGreaterThanOrEqual(before);
     expect(alarm!).toBeLessThanOrEqual(Date.now() + 1_000);
     await eventually(async () => ((await box.requests()).length === 1 ? true : undefined));
-    // The alarm fires, finds nothing to do, and sets the retention drop.
+    // The alarm fires, finds nothing to drain, and sets the next look for lost messages
+    // (deliveries were queued), within 30 minutes...
     await runInDurableObject(partition(ref), (instance: EventStore) => instance.alarm());
-    const dropAt = await runInDurableObject(partition(ref), async (_i: EventStore, state) => ({ alarm: await state.storage.getAlarm(), dropAt: state.storage.kv.get<number>("drop_at") }));
+    const state = () =>
+      runInDurableObject(partition(ref), async (_i: EventStore, st) => ({ alarm: await st.storage.getAlarm(), dropAt: st.storage.kv.get<number>("drop_at"), recoverAt: st.storage.kv.get<number>("recover_at") }));
+    const next = await state();
+    expect(next.alarm).toBe(next.recoverAt);
+    expect(next.alarm!).toBeLessThanOrEqual(Date.now() + 30 * 60_000 + 1_000);
+    // ...which finds nothing pending, and sets the retention drop.
+    await runInDurableObject(partition(ref), (instance: EventStore) => {
+      const t = next.recoverAt! + 1;
+      instance.now = () => t;
+      return instance.alarm();
+    });
+    const dropAt = await state();
+    expect(dropAt.recoverAt).toBeUndefined();
     expect(dropAt.alarm).toBe(dropAt.dropAt);
     expect(dropAt.alarm!).toBeGreaterThan(Date.now() + DAY_MS);
   });
