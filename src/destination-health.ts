@@ -112,8 +112,20 @@ export class DestinationHealth extends DurableObject<Env> {
   /** The clock of the gate (tests move it). */
   now: () => number = () => Date.now();
 
+  private gateMemo: GateState | undefined;
+
+  /**
+   * The gate's state, kept in memory between calls. Written to storage when the breaker
+   * changes state, and at every admission under a rate limit (its slots); the permits out
+   * and the breaker's recent counts are not: an eviction (only after the object has been
+   * idle) forgets them, which lets at most one more wave in and re-learns the counts.
+   */
   private get gate(): GateState {
-    return this.ctx.storage.kv.get<GateState>(GATE) ?? emptyGate();
+    return (this.gateMemo ??= this.ctx.storage.kv.get<GateState>(GATE) ?? emptyGate());
+  }
+
+  private saveGate(g: GateState, breakerWas: string, always: boolean): void {
+    if (always || g.breaker.state !== breakerWas) this.ctx.storage.kv.put(GATE, g);
   }
 
   private fifoLine: FifoLine | undefined;
@@ -139,7 +151,7 @@ export class DestinationHealth extends DurableObject<Env> {
       else this.line.heldBack(item.id, item.fifo.nextToken);
       return a;
     });
-    this.ctx.storage.kv.put(GATE, g);
+    this.saveGate(g, was, cfg.rateLimit !== null);
     if (was !== g.breaker.state) log("info", "destination_circuit", { destination_id: destinationId, state: g.breaker.state });
     return out;
   }
@@ -162,7 +174,7 @@ export class DestinationHealth extends DurableObject<Env> {
         if (head) next.push(head);
       }
     }
-    this.ctx.storage.kv.put(GATE, g);
+    this.saveGate(g, was, false);
     // The line moved on: its new head's message goes now (after its settle time), not when its parked one comes back.
     for (const head of next) await this.sendHead(destinationId, head);
     if (was !== g.breaker.state) {
@@ -175,7 +187,7 @@ export class DestinationHealth extends DurableObject<Env> {
     const g = this.gate;
     if (g.breaker.state === "closed" && g.buckets.length === 0) return;
     closeGate(g);
-    this.ctx.storage.kv.put(GATE, g);
+    this.saveGate(g, "", true);
     log("info", "destination_circuit", { destination_id: destinationId, state: "closed", reason: "reset" });
   }
 

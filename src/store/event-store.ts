@@ -87,6 +87,8 @@ const RECOVER_BATCH = 1_000;
 /** Inserts between two looks at the partition's growth, and the least time between them. */
 const SPLIT_CHECK_EVERY = 64;
 const SPLIT_WINDOW_MS = 10_000;
+/** The growth of the file is judged over at least this long. */
+const SIZE_WINDOW_MS = 5 * 60_000;
 export class EventStore extends DurableObject<Env> {
   private readonly db: Db;
   /** The per-event, per-delivery and per-attempt statements, built once. */
@@ -107,6 +109,7 @@ export class EventStore extends DurableObject<Env> {
   /** Set while an alarm runs: the alarm it was is gone, whatever getAlarm says. */
   private alarmSpent = false;
   private growth: { at: number; size: number; inserts: number } | null = null;
+  private sizeSample: { at: number; size: number } | null = null;
   /** `krafter listen`: new events to the source's ListenHub, only while someone listens (listen/feed.ts). */
   private readonly listen: ListenFeed;
 
@@ -306,14 +309,22 @@ export class EventStore extends DurableObject<Env> {
     const size = this.ctx.storage.sql.databaseSize;
     const last = this.growth;
     if (!last || now - last.at < SPLIT_WINDOW_MS) {
-      if (!last) this.growth = { at: now, size, inserts: this.inserts };
+      if (!last) {
+        this.growth = { at: now, size, inserts: this.inserts };
+        this.sizeSample = { at: now, size };
+      }
       return;
     }
     this.growth = { at: now, size, inserts: this.inserts };
+    // The rate of ingests is judged over the last look's window; the growth of the file only
+    // over SIZE_WINDOW_MS at least, so a burst of seconds is not taken for a whole day's rate.
+    const sample = this.sizeSample ?? { at: now, size };
+    const sizeJudged = now - sample.at >= SIZE_WINDOW_MS;
+    if (sizeJudged || !this.sizeSample) this.sizeSample = { at: now, size };
     const want = neededShards({
       shards: this.shards,
       size,
-      bytesPerMs: Math.max(0, size - last.size) / (now - last.at),
+      bytesPerMs: sizeJudged ? Math.max(0, size - sample.size) / (now - sample.at) : 0,
       insertsPerSec: ((this.inserts - last.inserts) * 1000) / (now - last.at),
       msLeft: Math.max(0, dayStart(this.ref.day + 1) - now),
       splitBytes: this.s.config.partitionSplitBytes,

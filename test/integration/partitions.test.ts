@@ -130,11 +130,14 @@ describe("routing", () => {
       await store.considerSplit(); // too soon to judge a rate
       const early = (await env.DB.prepare("SELECT shards FROM partitions WHERE source_id = ?").bind(source.id).first<number>("shards"))!;
       instance.now = () => t0 + 31_000;
-      await store.considerSplit(); // ~100 KB in 31 s: far past 64 KB by midnight, whatever the count
+      await store.considerSplit(); // ~100 KB in 31 s, but a burst of seconds is not a day's rate
+      const burst = (await env.DB.prepare("SELECT shards FROM partitions WHERE source_id = ?").bind(source.id).first<number>("shards"))!;
+      instance.now = () => t0 + 301_000;
+      await store.considerSplit(); // judged over 5 minutes: far past 64 KB by midnight, whatever the count
       store.s = real;
-      return { early, late: (await env.DB.prepare("SELECT shards FROM partitions WHERE source_id = ?").bind(source.id).first<number>("shards"))! };
+      return { early, burst, late: (await env.DB.prepare("SELECT shards FROM partitions WHERE source_id = ?").bind(source.id).first<number>("shards"))! };
     });
-    expect(counts).toEqual({ early: 1, late: MAX_DAY_SHARDS });
+    expect(counts).toEqual({ early: 1, burst: 1, late: MAX_DAY_SHARDS });
   });
 
   it("dedupes across shards: the same delivery id always finds its first event; different ones are different events", async () => {
