@@ -170,7 +170,9 @@ export async function deliverBatch(
     const claimed = await claimWave(s, limiter, waiting, destinations, held, done, ours);
     waiting = claimed.deferred;
     // The destinations' gates say which may start now; the rest wait in their partitions.
-    const wave = await gateWave(s, limiter, claimed.wave, held, done, ours);
+    const { wave, later } = await gateWave(s, limiter, claimed.wave, held, done, ours);
+    // Over the cap but with permits of their own destination in this wave: the next wave.
+    waiting.push(...later);
     const ends: GateEnds = new Map();
     let stalled = false;
     await runWave(wave, held, limiter.httpPermits, (r) => attemptAndSettle(s, limiter, writers, health, r, ends), done, ours, (unstarted) => {
@@ -257,8 +259,9 @@ async function gateWave(
   held: Held,
   done: (w: Waiting, what: Settle) => void,
   ours: (w: Waiting) => void,
-): Promise<Ready[]> {
+): Promise<{ wave: Ready[]; later: Waiting[] }> {
   const go: Ready[] = [];
+  const later: Ready[] = [];
   const waits: { r: Ready; token: string; waitSeconds: number }[] = [];
   await Promise.all(
     [...groupBy(wave, (r) => r.destination.id)].map(async ([destinationId, rs]) => {
@@ -279,9 +282,13 @@ async function gateWave(
         for (const r of rs) ours(r);
         return;
       }
+      const admittedHere = admissions.some((a) => a.kind === "go");
       admissions.forEach((a, i) => {
         const r = rs[i]!;
         if (a.kind === "go") go.push(a.startInMs > 0 ? { ...r, startInMs: a.startInMs } : r);
+        // This invocation holds permits of that destination: the rest wait here for the
+        // next wave (its permits come back at this wave's end), costing no message.
+        else if (a.reason === "in_flight" && admittedHere) later.push(r);
         // A rate slot's remainder under a second is waited out when it comes back.
         else waits.push({ r, token: tokens[i]!, waitSeconds: a.reason === "rate" ? Math.floor(a.waitMs / 1000) : Math.ceil(a.waitMs / 1000) });
       });
@@ -305,10 +312,11 @@ async function gateWave(
   const starting = new Set(go.map((r) => r.event.id));
   const dropped = new Map<string, number>();
   for (const { r } of waits) if (!starting.has(r.event.id)) dropped.set(r.event.id, r.eventBytes);
-  for (const bytes of dropped.values()) held.add(-bytes);
   // Keep the wave's order (claim order) for those that start.
+  for (const r of later) if (!starting.has(r.event.id)) dropped.set(r.event.id, r.eventBytes);
+  for (const bytes of dropped.values()) held.add(-bytes);
   const order = new Map(wave.map((r, i) => [r.item.delivery_id, i]));
-  return go.sort((a, z) => order.get(a.item.delivery_id)! - order.get(z.item.delivery_id)!);
+  return { wave: go.sort((a, z) => order.get(a.item.delivery_id)! - order.get(z.item.delivery_id)!), later };
 }
 
 /** A delivery of a fifo destination is settled or gone: its line moves on (best effort: its parked message would tell the line too). */

@@ -126,7 +126,7 @@ export function admit(g: GateState, cfg: GateConfig, items: GateItem[], now: num
     const holding = g.leases[id] !== undefined;
     if (!holding && Object.keys(g.leases).length >= cfg.maxInFlight) {
       // Spread the waits so those held come back about as permits free up.
-      const waitMs = Math.max(IN_FLIGHT_WAIT_MS, g.meanMs) * (1 + Math.floor(heldForFlight++ / Math.max(1, cfg.maxInFlight)));
+      const waitMs = Math.max(IN_FLIGHT_WAIT_MS, g.meanMs * (1 + Math.floor(heldForFlight++ / Math.max(1, cfg.maxInFlight))));
       return { kind: "hold", waitMs, reason: "in_flight" };
     }
     let startAt = now;

@@ -12,7 +12,7 @@ import type { RateLimiter } from "../../src/rate-limiter";
 import type { Services } from "../../src/services";
 import type { EventStore } from "../../src/store/event-store";
 import { dayOf } from "../../src/store/ids";
-import { call, createAccount, createDestination, createSource, envWith, expect422, json, type Account } from "../helpers/api";
+import { call, createAccount, createDestination, createSource, envWith, expect422, json, mailbox, type Account } from "../helpers/api";
 import { attemptRows, currentMessage, deliveryRow, destinationRow, insertDelivery, insertEvent, partition, runQueue, storedEvents } from "../helpers/delivery";
 
 let account: Account;
@@ -52,21 +52,35 @@ describe("rate_limit and ordering through the API", () => {
 });
 
 describe("the gate in the deliver path", () => {
-  it("over the in-flight cap: the deliveries held stay pending with no attempt, spend no retry, and come back as new messages with a delay", async () => {
-    const dest = await createDestination(account, source.id, { url: "https://hooks.example.com/held" });
+  it("over the in-flight cap with permits of its own: the invocation attempts the rest in its next waves, holding nothing back", async () => {
+    const box = await mailbox();
+    const dest = await createDestination(account, source.id, { url: box.url });
     const capped = { ...(env as unknown as Env), MAX_IN_FLIGHT_PER_DESTINATION: "2" } as Env;
     const msgs = [];
     for (let i = 0; i < 5; i++) msgs.push(await insertDelivery(await insertEvent(source.id), dest.id));
     const run = await runQueue("krafter-deliver", msgs, { env: capped });
-    // Every message is acknowledged: two attempted, three handed back to their partition.
     expect(run.explicitAcks.sort()).toEqual(run.ids.sort());
-    const rows = await Promise.all(msgs.map(async (m) => ({ m, row: (await deliveryRow(m.deliveries[0]!.delivery_id))! })));
-    const attempted = rows.filter((r) => r.row.attempt_count === 1);
-    const held = rows.filter((r) => r.row.attempt_count === 0);
-    expect(attempted).toHaveLength(2);
-    expect(held).toHaveLength(3);
-    for (const { m, row } of held) {
-      expect(row).toMatchObject({ status: "pending", attempts_in_run: 0 });
+    for (const m of msgs) {
+      expect(await deliveryRow(m.deliveries[0]!.delivery_id)).toMatchObject({ status: "succeeded", attempt_count: 1 });
+      expect((await currentMessage(m)).deliveries[0]!.token).toBe(m.deliveries[0]!.token); // never held
+    }
+    expect(await box.requests()).toHaveLength(5);
+  });
+
+  it("when other consumers hold every permit: the deliveries are held in their partition, pending, with no attempt, no retry spent, and come back as new messages", async () => {
+    const dest = await createDestination(account, source.id, { url: "https://hooks.example.com/held" });
+    const capped = { ...(env as unknown as Env), MAX_IN_FLIGHT_PER_DESTINATION: "2" } as Env;
+    // Another invocation's two attempts are in flight.
+    const gate = (env as unknown as Env).DESTINATION_HEALTH.getByName(dest.id);
+    const cfg = { rateLimit: null, maxInFlight: 2, leaseMs: 60_000 };
+    expect((await gate.admit(dest.id, cfg, [{ id: "elsewhere-1", retry: false }, { id: "elsewhere-2", retry: false }])).map((a) => a.kind)).toEqual(["go", "go"]);
+    const msgs = [];
+    for (let i = 0; i < 3; i++) msgs.push(await insertDelivery(await insertEvent(source.id), dest.id));
+    const run = await runQueue("krafter-deliver", msgs, { env: capped });
+    expect(run.explicitAcks.sort()).toEqual(run.ids.sort());
+    for (const m of msgs) {
+      const row = (await deliveryRow(m.deliveries[0]!.delivery_id))!;
+      expect(row).toMatchObject({ status: "pending", attempt_count: 0, attempts_in_run: 0 });
       expect(row.next_attempt_at).toBeGreaterThanOrEqual(Date.now() - 1000);
       expect(await attemptRows(m.deliveries[0]!.delivery_id)).toEqual([]);
       // A new message with a new token: the one that was held no longer counts.
