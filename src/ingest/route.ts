@@ -14,17 +14,13 @@ import { ErrorEnvelope } from "../http/openapi";
 import type { AppEnv } from "../http/context";
 import { ApiError, notFound } from "../http/errors";
 import { log } from "../log";
-import { dayOf, dayStart, shardFor } from "../store/ids";
-import type { IngestResult } from "../store/types";
 import { secretContext } from "../security/secrets";
 import { adapters, deliveryIdOf, eventTypeOf, type IncomingRequest } from "./providers";
 import { keptHeaders } from "./headers";
-import { learnShards, shardsFor } from "./router";
+import { ingestRouted } from "./router";
 import { forgetIngestSource, sourceForIngest } from "./sources";
 
 const INGEST_KEY = /^src_[A-Za-z0-9_-]{32}$/;
-/** A day's count can double while an event is routed; a few tries always find its shard. */
-const MAX_ROUTES = 8;
 
 async function readBounded(req: Request, limit: number): Promise<Uint8Array> {
   const declared = req.headers.get("content-length");
@@ -135,19 +131,7 @@ export const ingestRoutes = new Hono<AppEnv>().post("/:ingest_key", ingestDoc, a
     headers: keptHeaders(c.req.raw.headers),
     receivedAt: now,
   };
-  let day = dayOf(now);
-  let result: IngestResult = { kind: "sealed" };
-  for (let tries = 0; tries < MAX_ROUTES; tries++) {
-    const shards = await shardsFor(s, source.id, day);
-    result = await s.store({ sourceId: source.id, day, shard: shardFor(dedupeKey, shards) }).ingest(event, shards);
-    if (result.kind === "moved") learnShards(s, source.id, day, result.shards);
-    else if (result.kind === "sealed") {
-      // Our clock is behind the partition that closed this day: the event belongs to the next.
-      day++;
-      event.receivedAt = Math.max(now, dayStart(day));
-    } else break;
-  }
-  if (result.kind === "moved" || result.kind === "sealed") throw new Error("ingest could not be routed");
+  const result = await ingestRouted(s, source.id, event);
   if (result.kind === "source_gone") {
     forgetIngestSource(key);
     throw notFound("source");

@@ -7,6 +7,8 @@
  */
 import { dayShards } from "../db/partitions";
 import type { Services } from "../services";
+import { dayOf, dayStart, shardFor } from "../store/ids";
+import type { IngestRequest, IngestResult } from "../store/types";
 import { initialShards } from "../store/shards";
 import { TtlCache } from "../ttl-cache";
 
@@ -31,4 +33,28 @@ export async function shardsFor(s: Services, sourceId: string, day: number): Pro
 /** A partition said the day has more shards than we thought. */
 export function learnShards(s: Services, sourceId: string, day: number, shards: number): void {
   cache.set(`${sourceId}/${day}`, shards, s.now() + ROUTE_CACHE_TTL_MS);
+}
+
+/** A day's count can grow while an event is routed; a few tries always find its shard. */
+const MAX_ROUTES = 8;
+
+/**
+ * Stores an event in its source's partition for today, in the shard its delivery id
+ * names: routed again when the partition knows a larger count ("moved"), or to the next
+ * day when today's partitions are closed ("sealed"). Throws when it cannot be routed.
+ */
+export async function ingestRouted(s: Services, sourceId: string, event: IngestRequest): Promise<Exclude<IngestResult, { kind: "moved" | "sealed" }>> {
+  const now = event.receivedAt;
+  let day = dayOf(now);
+  for (let tries = 0; tries < MAX_ROUTES; tries++) {
+    const shards = await shardsFor(s, sourceId, day);
+    const result = await s.store({ sourceId, day, shard: shardFor(event.dedupeKey, shards) }).ingest(event, shards);
+    if (result.kind === "moved") learnShards(s, sourceId, day, result.shards);
+    else if (result.kind === "sealed") {
+      // Our clock is behind the partition that closed this day: the event belongs to the next.
+      day++;
+      event.receivedAt = Math.max(now, dayStart(day));
+    } else return result;
+  }
+  throw new Error("ingest could not be routed");
 }

@@ -500,7 +500,7 @@ export class EventStore extends DurableObject<Env> {
         for (const d of lost) {
           const token = newToken();
           this.q.hold.run({ id: d.id, token, nextAttemptAt: now, now });
-          this.q.insertOutbox.run({ queueKey: queueKeyOf(deliverMessage(this.ref, d.eventId, [{ deliveryId: d.id, destinationId: d.destinationId, token }])), body: deliverMessage(this.ref, d.eventId, [{ deliveryId: d.id, destinationId: d.destinationId, token }]), delaySeconds: 0, now });
+          this.enqueue(deliverMessage(this.ref, d.eventId, [{ deliveryId: d.id, destinationId: d.destinationId, token }]), 0, now);
         }
       });
       log("warn", "deliveries_recovered", { partition: partitionName(this.ref), count: lost.length });
