@@ -43,6 +43,10 @@ export default defineConfig(async () => {
                     MAX_DESTINATIONS_PER_SOURCE: "200",
                     // The property tests make thousands of requests with one key; the limit's own test sets it.
                     API_RATE_LIMIT: "1000000",
+                    ACCOUNT_API_RATE_LIMIT: "1000000",
+                    // Each ingest's bytes reach its account's counter before call() returns,
+                    // without waiting out the 1 s coalescing (the quota's test sets it back).
+                    STORED_BYTES_FLUSH_MS: "0",
                   },
                 },
               };

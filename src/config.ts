@@ -48,8 +48,11 @@ export interface Env {
   CIRCUIT_OPEN_MAX_SECONDS?: string;
   MAX_DESTINATIONS_PER_SOURCE?: string;
   API_RATE_LIMIT?: string;
+  ACCOUNT_API_RATE_LIMIT?: string;
   INGEST_RATE_LIMIT?: string;
   MAX_SOURCES_PER_ACCOUNT?: string;
+  MAX_STORED_BYTES_PER_ACCOUNT_PER_DAY?: string;
+  STORED_BYTES_FLUSH_MS?: string;
 }
 
 /**
@@ -117,8 +120,15 @@ const configSchema = z
     CIRCUIT_OPEN_MAX_SECONDS: intFrom(300, 1, 86_400),
     MAX_DESTINATIONS_PER_SOURCE: intFrom(50, 1, 10_000),
     API_RATE_LIMIT: intFrom(1000, 1, 1_000_000),
+    // Every key of an account together: three keys at full speed (README, Limits).
+    ACCOUNT_API_RATE_LIMIT: intFrom(3000, 1, 1_000_000),
     INGEST_RATE_LIMIT: intFrom(5000, 1, 10_000_000),
     MAX_SOURCES_PER_ACCOUNT: intFrom(100, 1, 100_000),
+    // Bytes of event bodies and kept headers an account stores per UTC day. No "unlimited":
+    // the largest value (1 TiB) is as good as none.
+    MAX_STORED_BYTES_PER_ACCOUNT_PER_DAY: intFrom(10 * 1024 ** 3, 1, 1024 ** 4),
+    // How often an isolate reports the bytes it stored to the accounts' counters (ingest/stored-bytes.ts).
+    STORED_BYTES_FLUSH_MS: intFrom(1000, 0, 10_000),
     METER: z
       .string()
       .optional()
@@ -167,9 +177,15 @@ export interface Config {
   maxDestinationsPerSource: number;
   /** Requests per API key per 60 s. */
   apiRateLimit: number;
+  /** Requests per account per 60 s, all its keys together. */
+  accountApiRateLimit: number;
   /** Events per source per 10 s. */
   ingestRateLimit: number;
   maxSourcesPerAccount: number;
+  /** Bytes stored per account per UTC day (event bodies and kept headers). */
+  maxStoredBytesPerAccountPerDay: number;
+  /** An isolate sends its stored bytes to the accounts' counters at most this often. */
+  storedBytesFlushMs: number;
 }
 
 export class ConfigError extends Error {
@@ -210,8 +226,11 @@ export function loadConfig(env: Env): Config {
     },
     maxDestinationsPerSource: c.MAX_DESTINATIONS_PER_SOURCE,
     apiRateLimit: c.API_RATE_LIMIT,
+    accountApiRateLimit: c.ACCOUNT_API_RATE_LIMIT,
     ingestRateLimit: c.INGEST_RATE_LIMIT,
     maxSourcesPerAccount: c.MAX_SOURCES_PER_ACCOUNT,
+    maxStoredBytesPerAccountPerDay: c.MAX_STORED_BYTES_PER_ACCOUNT_PER_DAY,
+    storedBytesFlushMs: c.STORED_BYTES_FLUSH_MS,
   };
   cache.set(env, config);
   return config;

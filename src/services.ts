@@ -30,6 +30,10 @@ export interface Services {
   health: (destinationId: string) => DurableObjectStub<DestinationHealth>;
   /** The request counter of an API key (API_RATE_LIMIT). */
   rateLimiter: (keyId: string) => DurableObjectStub<RateLimiter>;
+  /** The request counter of an account, all its keys together (ACCOUNT_API_RATE_LIMIT). */
+  accountRateLimiter: (accountId: string) => DurableObjectStub<RateLimiter>;
+  /** The counter of the bytes an account stored today (MAX_STORED_BYTES_PER_ACCOUNT_PER_DAY). */
+  storedBytes: (accountId: string) => DurableObjectStub<RateLimiter>;
 }
 
 const cache = new WeakMap<Env, Services>();
@@ -98,6 +102,8 @@ export function servicesFor(env: Env): Services {
       store: m ? (ref) => meteredStub(env.EVENT_STORE.getByName(partitionName(ref))) : (ref) => env.EVENT_STORE.getByName(partitionName(ref)),
       health: m ? (id) => meteredStub(env.DESTINATION_HEALTH.getByName(id)) : (id) => env.DESTINATION_HEALTH.getByName(id),
       rateLimiter: (id) => env.RATE_LIMITER.getByName(`key:${id}`),
+      accountRateLimiter: (id) => env.RATE_LIMITER.getByName(`account:${id}`),
+      storedBytes: m ? (id) => meteredStub(env.RATE_LIMITER.getByName(`stored:${id}`)) : (id) => env.RATE_LIMITER.getByName(`stored:${id}`),
     };
     cache.set(env, s);
   }

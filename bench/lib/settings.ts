@@ -62,6 +62,7 @@ export const RELAY_VARS = {
   MAX_DESTINATIONS_PER_SOURCE: "200",
   // The list step makes requests back to back for seconds with one key.
   API_RATE_LIMIT: "1000000",
+  ACCOUNT_API_RATE_LIMIT: "1000000",
 };
 
 /**

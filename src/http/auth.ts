@@ -44,12 +44,26 @@ export function requireScope(scope: Scope) {
       c.executionCtx.waitUntil(update.catch(() => undefined));
     }
     c.set("principal", { accountId: row.accountId, keyId: row.id, scopes });
-    // Who asks is known: now how often (API_RATE_LIMIT per key per 60 s). 401 and 403 come first.
-    const limit = c.var.services.config.apiRateLimit;
-    const verdict = await c.var.services.rateLimiter(row.id).hit(limit);
-    if (!verdict.ok) {
-      c.header("retry-after", String(verdict.retryAfterSeconds));
-      throw new ApiError("rate_limited", `This API key made ${limit} requests in the last minute, the most API_RATE_LIMIT allows: retry after ${verdict.retryAfterSeconds} s.`);
+    // Who asks is known: now how often. API_RATE_LIMIT per key and ACCOUNT_API_RATE_LIMIT
+    // per account, per 60 s; 401 and 403 come first. Both objects are asked at once (one
+    // round trip, not two); a request one of them refuses is given back to the other, so
+    // a key over its own limit does not spend its account's share for the other keys.
+    const { apiRateLimit, accountApiRateLimit } = c.var.services.config;
+    const keyLimiter = c.var.services.rateLimiter(row.id);
+    const accountLimiter = c.var.services.accountRateLimiter(row.accountId);
+    const [byKey, byAccount] = await Promise.all([keyLimiter.hit(apiRateLimit), accountLimiter.hit(accountApiRateLimit)]);
+    if (!byKey.ok || !byAccount.ok) {
+      if (byKey.ok) c.executionCtx.waitUntil(keyLimiter.refund(byKey.window).catch(() => undefined));
+      if (byAccount.ok) c.executionCtx.waitUntil(accountLimiter.refund(byAccount.window).catch(() => undefined));
+      // Let through again only once both windows allow it.
+      const retryAfter = Math.max(byKey.retryAfterSeconds, byAccount.retryAfterSeconds);
+      c.header("retry-after", String(retryAfter));
+      throw new ApiError(
+        "rate_limited",
+        !byKey.ok
+          ? `This API key made ${apiRateLimit} requests in the last minute, the most API_RATE_LIMIT allows: retry after ${retryAfter} s.`
+          : `This account's API keys made ${accountApiRateLimit} requests in the last minute, the most ACCOUNT_API_RATE_LIMIT allows: retry after ${retryAfter} s.`,
+      );
     }
     // Then the body: who may ask comes before what they sent (docs/decisions.md).
     await apiBodyGuard(c, async () => {

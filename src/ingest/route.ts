@@ -19,6 +19,8 @@ import { adapters, deliveryIdOf, eventTypeOf, type IncomingRequest } from "./pro
 import { keptHeaders } from "./headers";
 import { ingestRouted } from "./router";
 import { forgetIngestSource, sourceForIngest } from "./sources";
+import { countStored, overStoredQuota, storedSize } from "./stored-bytes";
+import { dayOf } from "../store/ids";
 
 const INGEST_KEY = /^src_[A-Za-z0-9_-]{32}$/;
 
@@ -73,6 +75,7 @@ const ingestDoc = describeRoute({
     404: { description: "No source with this ingest key.", content: { "application/json": { schema: resolver(ErrorEnvelope) } } },
     413: { description: "The body is too large: nothing stored.", content: { "application/json": { schema: resolver(ErrorEnvelope) } } },
     415: { description: "The body is not UTF-8: nothing stored.", content: { "application/json": { schema: resolver(ErrorEnvelope) } } },
+    429: { description: "Over the source's INGEST_RATE_LIMIT, or the account's MAX_STORED_BYTES_PER_ACCOUNT_PER_DAY: nothing stored; Retry-After says when to send it again.", content: { "application/json": { schema: resolver(ErrorEnvelope) } } },
   },
 } as Parameters<typeof describeRoute>[0]);
 
@@ -123,12 +126,23 @@ export const ingestRoutes = new Hono<AppEnv>().post("/:ingest_key", ingestDoc, a
   }
 
   const dedupeKey = (await deliveryIdOf(source.provider, incoming, source.secretCiphertext !== null)) ?? null;
+  const headers = keptHeaders(c.req.raw.headers);
+  // The account's bytes of the day, as this isolate knows them (ingest/stored-bytes.ts): no call here.
+  const size = storedSize(bytes, headers);
+  const overQuota = overStoredQuota(s, source.accountId, size, now);
+  if (overQuota) {
+    c.header("retry-after", String(overQuota.retryAfterSeconds));
+    throw new ApiError(
+      "rate_limited",
+      `This account stored the most MAX_STORED_BYTES_PER_ACCOUNT_PER_DAY allows today (${s.config.maxStoredBytesPerAccountPerDay} bytes of events per UTC day): retry after ${overQuota.retryAfterSeconds} s, at midnight UTC. Nothing was stored.`,
+    );
+  }
   const event = {
     type: eventTypeOf(source.provider, incoming),
     dedupeKey,
     payload: body,
     payloadIsJson,
-    headers: keptHeaders(c.req.raw.headers),
+    headers,
     receivedAt: now,
   };
   const result = await ingestRouted(s, source.id, event);
@@ -144,5 +158,7 @@ export const ingestRoutes = new Hono<AppEnv>().post("/:ingest_key", ingestDoc, a
     // Seen before: answer with the first event's id; no second fan-out.
     return c.json({ data: { event_id: result.eventId, duplicate: true } }, 200);
   }
+  // The day it went to (a sealed day moves it to the next).
+  countStored(s, c.executionCtx, source.accountId, dayOf(event.receivedAt), size);
   return c.json({ data: { event_id: result.eventId } }, 202);
 });

@@ -16,6 +16,8 @@ export const SOURCE_CACHE_ENTRIES = 10_000;
 
 export interface IngestSource {
   id: string;
+  /** Whose quota its events count against (MAX_STORED_BYTES_PER_ACCOUNT_PER_DAY). */
+  accountId: string;
   provider: Provider;
   secretCiphertext: string | null;
 }
@@ -26,7 +28,7 @@ export async function sourceForIngest(s: Services, ingestKey: string): Promise<I
   const hit = cache.get(ingestKey, s.now());
   if (hit) return hit.value;
   const row = await s.db
-    .select({ id: sources.id, provider: sources.provider, secretCiphertext: sources.signingSecretCiphertext })
+    .select({ id: sources.id, accountId: sources.accountId, provider: sources.provider, secretCiphertext: sources.signingSecretCiphertext })
     .from(sources)
     .where(eq(sources.ingestKey, ingestKey))
     .get();

@@ -31,6 +31,19 @@ describe("configuration limits", () => {
     expect(() => loadConfig(env({ EVENT_SHARDS: "3" }))).toThrow(/EVENT_SHARDS/);
   });
 
+  it("ACCOUNT_API_RATE_LIMIT and MAX_STORED_BYTES_PER_ACCOUNT_PER_DAY: defaults 3,000 and 10 GiB; no 0 (no unlimited), nothing past the bound", () => {
+    const c = loadConfig(env({}));
+    expect(c.accountApiRateLimit).toBe(3000);
+    expect(c.maxStoredBytesPerAccountPerDay).toBe(10 * 1024 ** 3);
+    expect(c.storedBytesFlushMs).toBe(1000);
+    expect(loadConfig(env({ MAX_STORED_BYTES_PER_ACCOUNT_PER_DAY: String(1024 ** 4) })).maxStoredBytesPerAccountPerDay).toBe(1024 ** 4);
+    expect(() => loadConfig(env({ MAX_STORED_BYTES_PER_ACCOUNT_PER_DAY: String(1024 ** 4 + 1) }))).toThrow(/MAX_STORED_BYTES_PER_ACCOUNT_PER_DAY/);
+    expect(() => loadConfig(env({ MAX_STORED_BYTES_PER_ACCOUNT_PER_DAY: "0" }))).toThrow(/MAX_STORED_BYTES_PER_ACCOUNT_PER_DAY/);
+    expect(() => loadConfig(env({ ACCOUNT_API_RATE_LIMIT: "0" }))).toThrow(/ACCOUNT_API_RATE_LIMIT/);
+    expect(() => loadConfig(env({ ACCOUNT_API_RATE_LIMIT: "1000001" }))).toThrow(/ACCOUNT_API_RATE_LIMIT/);
+    expect(() => loadConfig(env({ STORED_BYTES_FLUSH_MS: "10001" }))).toThrow(/STORED_BYTES_FLUSH_MS/);
+  });
+
   it("METER is off in production whatever it says", () => {
     expect(loadConfig(env({ METER: "true" })).meter).toBe(false);
     expect(loadConfig(env({ ENVIRONMENT: "test", METER: "true" })).meter).toBe(true);
