@@ -20,6 +20,8 @@ export interface Env {
   DELIVER_QUEUE_1?: Queue<DeliverMessage>;
   DELIVER_QUEUE_2?: Queue<DeliverMessage>;
   DELIVER_QUEUE_3?: Queue<DeliverMessage>;
+  /** The slow lane: slow destinations' deliveries, out of the shared queues (delivery/gate.ts). */
+  DELIVER_SLOW_QUEUE?: Queue<DeliverMessage>;
   WORK_QUEUE: Queue<WorkMessage>;
   DESTINATION_HEALTH: DurableObjectNamespace<DestinationHealth>;
   RATE_LIMITER: DurableObjectNamespace<RateLimiter>;

@@ -29,7 +29,8 @@ export async function handleQueue(batch: MessageBatch<AnyMessage>, env: Env, _ct
     meter.queueMessagesReceived += batch.messages.length;
   }
   switch (queueName(batch.queue)) {
-    case "deliver": {
+    case "deliver":
+    case "deliver-slow": {
       const messages = batch.messages as readonly Message<DeliverMessage>[];
       const report = await deliverBatch(
         s,
@@ -39,6 +40,8 @@ export async function handleQueue(batch: MessageBatch<AnyMessage>, env: Env, _ct
           if (settle.ack) m.ack();
           else m.retry({ delaySeconds: settle.delaySeconds });
         },
+        undefined,
+        queueName(batch.queue) === "deliver-slow" ? "slow" : "shared",
       );
       // Storage refusing us: every message is settled (acked or retried) already; failing
       // the invocation tells the queue's autoscaler to send fewer at once.

@@ -8,7 +8,7 @@ import type { DestinationHealth } from "./destination-health";
 import type { RateLimiter } from "./rate-limiter";
 import type { EventStore } from "./store/event-store";
 import { database, type Database } from "./db/client";
-import type { DeliverMessage, WorkMessage } from "./delivery/messages";
+import { SLOW_LANE_PREFIX, type DeliverMessage, type WorkMessage } from "./delivery/messages";
 import { meteredD1, meteredQueue, meteredStub } from "./meter";
 import { partitionName, shardOfKey, type PartitionRef } from "./store/ids";
 import { secretBox, type SecretBox } from "./security/secrets";
@@ -22,8 +22,11 @@ export interface Services {
   resolver: Resolver;
   fetch: typeof fetch;
   now: () => number;
-  /** The deliver queue of a destination (one of the deliver queues, always the same one), and the work queue. */
-  queues: { deliver: (destinationId: string) => Queue<DeliverMessage>; work: Queue<WorkMessage> };
+  /**
+   * The deliver queue of a destination (one of the deliver queues, always the same one;
+   * for a key of the slow lane, `slow:…`, the deliver-slow queue), and the work queue.
+   */
+  queues: { deliver: (key: string) => Queue<DeliverMessage>; work: Queue<WorkMessage>; slowLane: boolean };
   /** The partition holding a source's events of one day and shard. */
   store: (ref: PartitionRef) => DurableObjectStub<EventStore>;
   /** The Durable Object of one destination: failure_count and auto-disable. */
@@ -42,7 +45,8 @@ const cache = new WeakMap<Env, Services>();
  * The deliver queues the Worker is bound to: DELIVER_QUEUE, then DELIVER_QUEUE_1,
  * DELIVER_QUEUE_2, … in order, as many as wrangler.toml binds (each queue carries at most
  * 5,000 messages a second: docs/scale.md). A destination's messages always go to the
- * same one, picked by its id, for a given number of queues.
+ * same one, picked by its id, for a given number of queues. DELIVER_SLOW_QUEUE is the
+ * slow lane: slow destinations' deliveries, moved out of the shared ones (delivery/gate.ts).
  */
 export function deliveryQueues(env: Env, metered: boolean): Services["queues"] {
   const wrap = <T>(q: Queue<T>) => (metered ? meteredQueue(q) : q);
@@ -54,9 +58,14 @@ export function deliveryQueues(env: Env, metered: boolean): Services["queues"] {
     deliver.push(wrap(q));
   }
   if (deliver.length === 0) throw new Error("no DELIVER_QUEUE binding");
+  const shared = deliver.length === 1 ? () => deliver[0]! : (id: string) => deliver[shardOfKey(id, deliver.length)]!;
+  // The slow lane (delivery/gate.ts); without its binding, the shared queues take it.
+  const slowQueue = bound.DELIVER_SLOW_QUEUE as Queue<DeliverMessage> | undefined;
+  const slow = slowQueue ? wrap(slowQueue) : undefined;
   return {
-    deliver: deliver.length === 1 ? () => deliver[0]! : (id) => deliver[shardOfKey(id, deliver.length)]!,
+    deliver: (key) => (key.startsWith(SLOW_LANE_PREFIX) ? (slow ?? shared(key.slice(SLOW_LANE_PREFIX.length))) : shared(key)),
     work: wrap(env.WORK_QUEUE),
+    slowLane: slow !== undefined,
   };
 }
 

@@ -14,7 +14,9 @@
  *
  * A batch is never held by one destination's silence: once every attempt in flight has
  * waited longer than SLOW_MS and nothing else can start, the attempts not started yet
- * go back to the queue (retried at once, spending nothing) for another invocation.
+ * go back to the queue (retried at once, spending nothing) for another invocation; and
+ * once its gate knows a destination is slow, its deliveries leave the shared queues for
+ * the slow lane (gate.ts), whose batches this one never waits on.
  */
 import { destinationsForDelivery, forgetDeliveryDestination, type DeliveryDestination } from "../db/destinations";
 import { log } from "../log";
@@ -23,7 +25,7 @@ import { attemptId, dayOf, parsePartitionName, partitionName, type PartitionRef 
 import type { ClaimedEvent, ClaimItem, Settlement } from "../store/types";
 import { attempt, type Outcome } from "./attempt";
 import { envelopeBytes } from "./envelope";
-import type { Admission, AttemptEnd } from "./gate";
+import type { Admission, AttemptEnd, Lane } from "./gate";
 import { Limiter } from "./limiter";
 import type { DeliverMessage, DeliveryItem } from "./messages";
 import { recordWriters, type RecordWriters } from "./records";
@@ -104,6 +106,7 @@ export async function deliverBatch(
   messages: Incoming[],
   settle: (index: number, what: Settle) => void,
   limiter = new Limiter(),
+  lane: Lane = "shared",
 ): Promise<BatchReport> {
   // A message is settled once each of its deliveries is: acknowledged when all of them
   // are, else retried after the longest delay any of them asked for (a retried message
@@ -170,12 +173,13 @@ export async function deliverBatch(
     const claimed = await claimWave(s, limiter, waiting, destinations, held, done, ours);
     waiting = claimed.deferred;
     // The destinations' gates say which may start now; the rest wait in their partitions.
-    const { wave, later } = await gateWave(s, limiter, claimed.wave, held, done, ours);
+    // Without a slow lane bound, the shared queues keep every destination.
+    const { wave, later } = await gateWave(s, limiter, lane === "shared" && !s.queues.slowLane ? undefined : lane, claimed.wave, held, done, ours);
     // Over the cap but with permits of their own destination in this wave: the next wave.
     waiting.push(...later);
     const ends: GateEnds = new Map();
     let stalled = false;
-    await runWave(wave, held, limiter.httpPermits, (r) => attemptAndSettle(s, limiter, writers, health, r, ends), done, ours, (unstarted) => {
+    await runWave(wave, held, limiter.httpPermits, (r) => attemptAndSettle(s, limiter, writers, health, r, ends, lane), done, ours, (unstarted) => {
       // Every connection is held by a silent destination: the rest goes to another
       // invocation now, not once these time out.
       stalled = true;
@@ -255,6 +259,7 @@ async function claimWave(
 async function gateWave(
   s: Services,
   limiter: Limiter,
+  lane: Lane | undefined,
   wave: Ready[],
   held: Held,
   done: (w: Waiting, what: Settle) => void,
@@ -262,11 +267,11 @@ async function gateWave(
 ): Promise<{ wave: Ready[]; later: Waiting[] }> {
   const go: Ready[] = [];
   const later: Ready[] = [];
-  const waits: { r: Ready; token: string; waitSeconds: number }[] = [];
+  const waits: { r: Ready; token: string; waitSeconds: number; lane: Lane | undefined }[] = [];
   await Promise.all(
     [...groupBy(wave, (r) => r.destination.id)].map(async ([destinationId, rs]) => {
       const d = rs[0]!.destination;
-      const cfg = { rateLimit: d.rateLimit, ordering: d.ordering, maxInFlight: s.config.maxInFlightPerDestination, leaseMs: s.config.deliveryTimeoutMs + LEASE_MARGIN_MS, breaker: s.config.breaker };
+      const cfg = { rateLimit: d.rateLimit, ordering: d.ordering, maxInFlight: s.config.maxInFlightPerDestination, leaseMs: s.config.deliveryTimeoutMs + LEASE_MARGIN_MS, breaker: s.config.breaker, lane };
       // The token each delivery will carry if it is held back (a fifo line sends its message itself).
       const tokens = rs.map(() => crypto.randomUUID());
       const items = rs.map((r, i) => ({
@@ -290,7 +295,8 @@ async function gateWave(
         // next wave (its permits come back at this wave's end), costing no message.
         else if (a.reason === "in_flight" && admittedHere) later.push(r);
         // A rate slot's remainder under a second is waited out when it comes back.
-        else waits.push({ r, token: tokens[i]!, waitSeconds: a.reason === "rate" ? Math.floor(a.waitMs / 1000) : Math.ceil(a.waitMs / 1000) });
+        // A slow destination's go to the slow lane at once; the others wait in their own lane.
+        else waits.push({ r, token: tokens[i]!, waitSeconds: a.reason === "rate" ? Math.floor(a.waitMs / 1000) : Math.ceil(a.waitMs / 1000), lane: a.reason === "slow" ? "slow" : lane });
       });
     }),
   );
@@ -298,7 +304,7 @@ async function gateWave(
     [...groupBy(waits, (w) => partitionName(w.r.ref))].map(async ([, ws]) => {
       try {
         await limiter.run("storage", () =>
-          s.store(ws[0]!.r.ref).hold(ws.map((w) => ({ deliveryId: w.r.item.delivery_id, token: w.r.item.token, newToken: w.token, messageId: w.r.messageId, waitSeconds: w.waitSeconds }))),
+          s.store(ws[0]!.r.ref).hold(ws.map((w) => ({ deliveryId: w.r.item.delivery_id, token: w.r.item.token, newToken: w.token, messageId: w.r.messageId, waitSeconds: w.waitSeconds, lane: w.lane }))),
         );
         // Held, or no longer this message's to hold (settled meanwhile): either way done here.
         for (const w of ws) done(w.r, { ack: true });
@@ -410,7 +416,7 @@ function runWave(
 }
 
 /** One attempt and its settlement: the records written, then what to tell the queue. */
-async function attemptAndSettle(s: Services, limiter: Limiter, writers: RecordWriters, health: ReturnType<typeof healthReports>, r: Ready, ends: GateEnds): Promise<Settle> {
+async function attemptAndSettle(s: Services, limiter: Limiter, writers: RecordWriters, health: ReturnType<typeof healthReports>, r: Ready, ends: GateEnds, lane: Lane): Promise<Settle> {
   if (r.startInMs !== undefined && r.startInMs > 0) await new Promise((go) => setTimeout(go, r.startInMs));
   const outcome: Outcome = await attempt(s, limiter, {
     destination: r.destination,
@@ -473,6 +479,7 @@ async function attemptAndSettle(s: Services, limiter: Limiter, writers: RecordWr
     outcome: record.outcome,
     status_code: record.statusCode,
     duration_ms: record.durationMs,
+    lane,
     ...(counted ? {} : { superseded: true }),
   });
   if (counted && (outcome.kind === "exhausted" || outcome.kind === "succeeded")) await health.tell(r.destination.id, outcome.kind === "exhausted" ? "exhausted" : "success", r.eventId);

@@ -20,6 +20,12 @@
  * 3. Rate limit: starts are spaced 1000 / rate_limit ms apart (a generic cell rate
  *    algorithm with no burst): a delivery gets the next free slot, kept for it while it
  *    waits, so over any 10 s no more than 10 × rate_limit + 1 attempts start.
+ * 0. Lane: a slow destination (its circuit not closed, its attempts taking over
+ *    SLOW_ATTEMPT_MS on average, or one of them in flight for longer than that) is not
+ *    attempted from the shared deliver queues: its deliveries move to the slow lane (the
+ *    deliver-slow queue) at once, and wait there for 1–3. So a batch of the shared queues
+ *    never waits on a dead endpoint's timeouts after its first ones, whatever the platform
+ *    runs at once; the slow lane's batches wait on each other's only.
  * A delivery that may not start waits outside the deliver path (its partition queues it
  * again with the delay): waiting is not an attempt, spends no retry and counts nothing.
  */
@@ -30,6 +36,8 @@ export const BREAKER_MIN_ATTEMPTS = 10;
 export const BREAKER_FAILURE_RATIO = 0.5;
 export const BREAKER_OPEN_MS = 30_000;
 export const BREAKER_OPEN_MAX_MS = 300_000;
+/** A destination whose attempts take longer than this (on average, or one in flight now) is slow: the slow lane's. */
+export const SLOW_ATTEMPT_MS = 1_000;
 /** A delivery held for the in-flight cap asks again after about this long, at least. */
 const IN_FLIGHT_WAIT_MS = 1_000;
 /** Slots reserved for deliveries that never came back are forgotten after this. */
@@ -58,9 +66,14 @@ export interface GateConfig {
   breaker?: BreakerConfig;
   /** How long a permit lasts when nobody returns it (a consumer that died). */
   leaseMs: number;
+  /** The deliver queue asking: a shared one moves a slow destination's deliveries to the slow lane; the slow lane (or a deployment without one: none given) keeps them. */
+  lane?: Lane;
 }
 
-export type Admission = { kind: "go"; startInMs: number } | { kind: "hold"; waitMs: number; reason: "circuit_open" | "in_flight" | "rate" | "fifo" };
+/** Which deliver queues a delivery is attempted from (services.ts deliveryQueues). */
+export type Lane = "shared" | "slow";
+
+export type Admission = { kind: "go"; startInMs: number } | { kind: "hold"; waitMs: number; reason: "circuit_open" | "in_flight" | "rate" | "fifo" | "slow" };
 
 /** succeeded; failed: no answer (timed out, could not connect); answered: an error status, quickly (alive); none: never started. */
 export type AttemptEnd = "succeeded" | "failed" | "answered" | "none";
@@ -115,9 +128,18 @@ export interface GateItem {
   retry: boolean;
 }
 
+/** Whether this destination's attempts belong in the slow lane now (0. above). */
+export function isSlow(g: GateState, leaseMs: number, now: number): boolean {
+  if (g.breaker.state !== "closed" || g.meanMs > SLOW_ATTEMPT_MS) return true;
+  // A lease ends leaseMs after its attempt's start.
+  for (const until of Object.values(g.leases)) if (until - leaseMs < now - SLOW_ATTEMPT_MS) return true;
+  return false;
+}
+
 /** Which of these deliveries start now (and after how many ms), and how long the others wait. */
 export function admit(g: GateState, cfg: GateConfig, items: GateItem[], now: number): Admission[] {
   sweep(g, now);
+  if (cfg.lane === "shared" && isSlow(g, cfg.leaseMs, now)) return items.map(() => ({ kind: "hold", waitMs: 0, reason: "slow" }));
   let heldForFlight = 0;
   return items.map(({ id, retry }): Admission => {
     const b = g.breaker;

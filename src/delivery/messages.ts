@@ -42,9 +42,16 @@ export function deliverMessage(
   };
 }
 
-/** The queue a message goes to: its destination's when it has one delivery, else its event's. */
-export function queueKeyOf(msg: DeliverMessage): string {
-  return msg.deliveries.length === 1 ? msg.deliveries[0]!.destination_id : msg.event_id;
+/** A queue key in the slow lane: services.ts sends it to the deliver-slow queue. */
+export const SLOW_LANE_PREFIX = "slow:";
+
+/**
+ * The queue a message goes to: its destination's when it has one delivery, else its
+ * event's; in the slow lane (delivery/gate.ts), the deliver-slow queue.
+ */
+export function queueKeyOf(msg: DeliverMessage, lane: "shared" | "slow" | undefined = "shared"): string {
+  const key = msg.deliveries.length === 1 ? msg.deliveries[0]!.destination_id : msg.event_id;
+  return lane === "slow" ? SLOW_LANE_PREFIX + key : key;
 }
 
 /** krafter-work: background removal of a deleted source's or destination's data from its partitions. */

@@ -21,6 +21,7 @@ import { drizzle } from "drizzle-orm/durable-sqlite";
 import { migrate } from "drizzle-orm/durable-sqlite/migrator";
 import migrations from "../../drizzle/store/migrations.js";
 import type { Env } from "../config";
+import type { Lane } from "../delivery/gate";
 import { deliverMessage, MAX_DELIVERIES_PER_MESSAGE, queueKeyOf, sendAll, type DeliverMessage } from "../delivery/messages";
 import { parsedPayload, targetsFor } from "../delivery/targets";
 import { ListenFeed } from "../listen/feed";
@@ -474,8 +475,8 @@ export class EventStore extends DurableObject<Env> {
     return items.length;
   }
 
-  private enqueue(msg: DeliverMessage, delaySeconds: number, now: number): void {
-    this.q.insertOutbox.run({ queueKey: queueKeyOf(msg), body: msg, delaySeconds, now });
+  private enqueue(msg: DeliverMessage, delaySeconds: number, now: number, lane: Lane | undefined = "shared"): void {
+    this.q.insertOutbox.run({ queueKey: queueKeyOf(msg, lane), body: msg, delaySeconds, now });
     // Deliveries are in the queue: look for any whose message was lost, in a while.
     if (this.kvGet<number>(KV.recoverAt) === undefined) this.kvPut(KV.recoverAt, now + RECOVER_EVERY_MS);
   }
@@ -629,7 +630,7 @@ export class EventStore extends DurableObject<Env> {
    * new token, without an attempt, a retry spent or a count. Only while the message asking
    * still holds the claim; returns whether each was held.
    */
-  async hold(items: { deliveryId: string; token: string; newToken?: string; messageId: string; waitSeconds: number }[]): Promise<boolean[]> {
+  async hold(items: { deliveryId: string; token: string; newToken?: string; messageId: string; waitSeconds: number; lane?: Lane | undefined }[]): Promise<boolean[]> {
     if (!this.registration) return items.map(() => false);
     const now = this.now();
     let queued = false;
@@ -641,7 +642,7 @@ export class EventStore extends DurableObject<Env> {
         const token = it.newToken ?? newToken();
         const wait = Math.max(0, Math.min(Math.round(it.waitSeconds), MAX_HOLD_SECONDS));
         this.q.hold.run({ id: d.id, token, nextAttemptAt: now + wait * 1000, now });
-        this.enqueue(deliverMessage(this.ref, d.eventId, [{ deliveryId: d.id, destinationId: d.destinationId, token }]), wait, now);
+        this.enqueue(deliverMessage(this.ref, d.eventId, [{ deliveryId: d.id, destinationId: d.destinationId, token }]), wait, now, it.lane);
         queued = true;
         return true;
       }),

@@ -68,7 +68,7 @@ describe("npm run deploy from a clean account", () => {
     const a = await account();
     expect(a.calls.some((c) => c.startsWith("deploy"))).toBe(false);
     expect(a.calls.some((c) => c.startsWith("d1 migrations"))).toBe(false);
-    expect(a.queues.sort()).toEqual(["krafter-dead-letter", "krafter-deliver", "krafter-deliver-1", "krafter-deliver-2", "krafter-deliver-3", "krafter-work"]);
+    expect(a.queues.sort()).toEqual(["krafter-dead-letter", "krafter-deliver", "krafter-deliver-1", "krafter-deliver-2", "krafter-deliver-3", "krafter-deliver-slow", "krafter-work"]);
     expect(a.dbs.map((d) => d.name)).toEqual(["krafter"]);
   });
 
@@ -81,6 +81,7 @@ describe("npm run deploy from a clean account", () => {
       "queues create krafter-deliver-1",
       "queues create krafter-deliver-2",
       "queues create krafter-deliver-3",
+      "queues create krafter-deliver-slow",
       "queues create krafter-work",
       "queues create krafter-dead-letter",
       "d1 list --json",

@@ -41,8 +41,8 @@ function mostInWindow(instants: number[], ms: number): number {
   return most;
 }
 
-/** Ingest→receipt latencies of each event, from the receiver's clock and the send times. */
-async function deliveredWithin(box: Awaited<ReturnType<typeof openMailbox>>, sent: Sent[], sentAt: Map<string, number>, secret: string, sourceId: string) {
+/** Ingest→receipt latencies of each event: its first 200 at the receiver against the moment its ingest request was sent. */
+async function deliveredWithin(box: Awaited<ReturnType<typeof openMailbox>>, sent: Sent[], secret: string, sourceId: string) {
   const v = await waitFor(
     async () => {
       const v = verifyDeliveries(await box.requests(), sent, secret, sourceId);
@@ -56,16 +56,7 @@ async function deliveredWithin(box: Awaited<ReturnType<typeof openMailbox>>, sen
     const id = r.headers["webhook-id"] ?? "";
     if (r.answered === 200 && !first.has(id)) first.set(id, r.at);
   }
-  return { v, latencies: sent.map((e) => first.get(e.eventId)! - sentAt.get(e.eventId)!) };
-}
-
-async function sendTimed(ingestUrl: string, n: number, prefix: string) {
-  const sentAt = new Map<string, number>();
-  const report = await sendEvents(ingestUrl, n, 4, (i) => event(prefix)(i));
-  // sendEvents does not return send times: approximate each by its 202 (the arrival is later still).
-  const now = Date.now();
-  for (const e of report.accepted) sentAt.set(e.eventId, now - report.durationMs);
-  return { report, sentAt };
+  return { v, latencies: sent.map((e) => first.get(e.eventId)! - e.sentAt) };
 }
 
 describe("rate limit", () => {
@@ -162,21 +153,30 @@ describe("isolation", () => {
     const dA = await a.createDestination(srcA.id, { url: dead.url });
     const dB = await b.createDestination(srcB.id, { url: live.url });
 
-    // B alone.
-    const idle = await sendTimed(srcB.ingest_url, 50, "evt_idle");
-    const alone = await deliveredWithin(live, idle.report.accepted, idle.sentAt, dB.secret, srcB.id);
+    // B alone, paced as a provider sends (4 at a time).
+    const idle = await sendEvents(srcB.ingest_url, 50, 4, event("evt_idle"));
+    const alone = await deliveredWithin(live, idle.accepted, dB.secret, srcB.id);
     expect(alone.v).toMatchObject({ delivered: 50, duplicates: 0 });
 
-    // A's 64 events to the dead endpoint, then B's 50 while they time out.
+    // A's 64 events to the dead endpoint. Its first attempts time out (2 s here): until
+    // then nobody knows it is dead, and under wrangler dev (one batch at a time per queue)
+    // they hold their shared queue's batch once. Then B's 50, while A's deliveries and
+    // their retries go on timing out, from the slow lane (delivery/gate.ts).
     const sentA = await sendEvents(srcA.ingest_url, 64, 8, event("evt_dead"));
     expect(sentA.refused).toEqual({});
-    const busy = await sendTimed(srcB.ingest_url, 50, "evt_busy");
-    const beside = await deliveredWithin(live, busy.report.accepted, busy.sentAt, dB.secret, srcB.id);
+    await waitFor(async () => ((await dead.requests()).length > 0 ? true : undefined), 30_000, "A's first attempts");
+    await new Promise((r) => setTimeout(r, 2_500));
+    const besideFrom = Date.now();
+    const busy = await sendEvents(srcB.ingest_url, 50, 4, event("evt_busy"));
+    const beside = await deliveredWithin(live, busy.accepted, dB.secret, srcB.id);
     expect(beside.v).toMatchObject({ delivered: 50, duplicates: 0 });
-    // The figure, not a threshold: under wrangler dev a queue's consumer takes one batch at a
-    // time, so a batch that holds one of A's attempts (2 s here) delays B's messages that share
-    // its queue; on Cloudflare each queue's consumers scale out (docs/scale.md).
-    console.log(`isolation: B's ingest→delivery p50/p99 ${percentile(alone.latencies, 50)}/${percentile(alone.latencies, 99)} ms alone, ${percentile(beside.latencies, 50)}/${percentile(beside.latencies, 99)} ms beside A's dead endpoint`);
+    const besideUntil = Math.max(...(await live.requests()).map((r) => r.at));
+    // A's deliveries were still waiting on its dead endpoint all along: most of its 64 had not even been tried.
+    expect(new Set((await dead.requests()).filter((r) => r.at <= besideUntil).map((r) => r.headers["webhook-id"])).size).toBeLessThan(64);
+    // PRODUCT.md, "Isolation": B's p99 beside A's dead endpoint within twice its p99 alone, measured in this run.
+    const p99 = { alone: percentile(alone.latencies, 99), beside: percentile(beside.latencies, 99) };
+    console.log(`isolation: B's ingest→delivery p50/p99 ${percentile(alone.latencies, 50)}/${p99.alone} ms alone, ${percentile(beside.latencies, 50)}/${p99.beside} ms beside A's dead endpoint`);
+    expect(p99.beside).toBeLessThanOrEqual(2 * p99.alone);
 
     // A's endpoint never had more than 10 requests open at once (its in-flight cap)...
     const open = (await dead.requests()).map((r) => r.at);

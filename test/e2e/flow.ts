@@ -40,6 +40,8 @@ export interface Sent {
   eventId: string;
   type: string;
   body: string;
+  /** When its request was sent (epoch ms, the receiver's clock: same machine). */
+  sentAt: number;
 }
 
 export interface SendReport {
@@ -69,10 +71,11 @@ export async function sendEvents(
         const { type, body } = make(i);
         const text = JSON.stringify(body);
         const t0 = performance.now();
+        const sentAt = Date.now();
         const res = await fetch(ingestUrl, { method: "POST", headers: { "content-type": "application/json" }, body: text });
         const json = (await res.json()) as { data?: { event_id?: string } };
         latenciesMs.push(performance.now() - t0);
-        if (res.status === 202 && json.data?.event_id) accepted.push({ eventId: json.data.event_id, type, body: text });
+        if (res.status === 202 && json.data?.event_id) accepted.push({ eventId: json.data.event_id, type, body: text, sentAt });
         else refused[res.status] = (refused[res.status] ?? 0) + 1;
       }
     }),

@@ -205,7 +205,7 @@ let seq = 0;
 
 /** Runs the queue handler on one batch of `queue` and returns the ack/retry result. */
 export async function runQueue<T extends DeliverMessage | WorkMessage>(
-  queue: "krafter-deliver" | "krafter-work" | "krafter-dead-letter",
+  queue: "krafter-deliver" | "krafter-deliver-slow" | "krafter-work" | "krafter-dead-letter",
   bodies: T[],
   opts: { env?: Env; attempts?: number; ids?: string[] } = {},
 ): Promise<QueueResult & { ids: string[] }> {

@@ -1,10 +1,11 @@
 /**
  * A destination's gate (src/delivery/gate.ts) under an injected clock: the rate limit's
  * spacing over any 10-second window, the in-flight cap across callers, and the circuit
- * breaker opening, half-opening and closing.
+ * breaker opening, half-opening and closing, and the lane: a slow destination leaves the
+ * shared deliver queues for the slow lane.
  */
 import { describe, expect, it } from "vitest";
-import { admit, BREAKER_MIN_ATTEMPTS, BREAKER_OPEN_MAX_MS, BREAKER_OPEN_MS, emptyGate, release, type GateConfig } from "../../src/delivery/gate";
+import { admit, BREAKER_MIN_ATTEMPTS, BREAKER_OPEN_MAX_MS, BREAKER_OPEN_MS, emptyGate, isSlow, release, SLOW_ATTEMPT_MS, type GateConfig } from "../../src/delivery/gate";
 
 const cfg = (over: Partial<GateConfig> = {}): GateConfig => ({ rateLimit: null, maxInFlight: 10, leaseMs: 45_000, ...over });
 const ids = (n: number, from = 0) => Array.from({ length: n }, (_, i) => `d${from + i}`);
@@ -145,5 +146,59 @@ describe("circuit breaker", () => {
     fail(g, BREAKER_MIN_ATTEMPTS - 1, 0);
     fail(g, 1, 61_000, 50);
     expect(g.breaker.state).toBe("closed");
+  });
+});
+
+describe("lanes", () => {
+  const shared = cfg({ lane: "shared" });
+  it("a destination that answers fast is attempted from the shared queues", () => {
+    const g = emptyGate();
+    expect(admit(g, shared, first(["a"]), 0)).toEqual([{ kind: "go", startInMs: 0 }]);
+    release(g, "a", "succeeded", 120, 120);
+    expect(isSlow(g, shared.leaseMs, 200)).toBe(false);
+    expect(admit(g, shared, first(["b"]), 200)[0]!.kind).toBe("go");
+  });
+
+  it("one attempt in flight for longer than SLOW_ATTEMPT_MS: the next deliveries move to the slow lane, and there they start", () => {
+    const g = emptyGate();
+    expect(admit(g, shared, first(["a"]), 0)[0]!.kind).toBe("go");
+    // Not yet slow: the attempt is young.
+    expect(admit(g, shared, first(["b"]), SLOW_ATTEMPT_MS - 1)[0]!.kind).toBe("go");
+    expect(admit(g, shared, first(["c", "d"]), SLOW_ATTEMPT_MS + 1)).toEqual([
+      { kind: "hold", waitMs: 0, reason: "slow" },
+      { kind: "hold", waitMs: 0, reason: "slow" },
+    ]);
+    // The slow lane keeps them, under the same cap and breaker.
+    expect(admit(g, cfg({ lane: "slow" }), first(["c", "d"]), SLOW_ATTEMPT_MS + 1).map((a) => a.kind)).toEqual(["go", "go"]);
+    // Without a lane given (a deployment with no slow lane), nothing moves.
+    expect(admit(g, cfg(), first(["e"]), SLOW_ATTEMPT_MS + 2)[0]!.kind).toBe("go");
+  });
+
+  it("attempts that took over SLOW_ATTEMPT_MS on average, or an open circuit, keep it in the slow lane until it answers fast again", () => {
+    const g = emptyGate();
+    for (const id of ids(3)) {
+      admit(g, cfg({ lane: "slow" }), first([id]), 0);
+      release(g, id, "answered", 4_000, 10);
+    }
+    expect(g.meanMs).toBeGreaterThan(SLOW_ATTEMPT_MS);
+    expect(admit(g, shared, first(["x"]), 20)[0]).toEqual({ kind: "hold", waitMs: 0, reason: "slow" });
+    // Fast answers bring the mean down: back to the shared queues.
+    for (const id of ids(10, 10)) {
+      admit(g, cfg({ lane: "slow" }), first([id]), 30);
+      release(g, id, "succeeded", 50, 40);
+    }
+    expect(admit(g, shared, first(["y"]), 50)[0]!.kind).toBe("go");
+    release(g, "y", "succeeded", 50, 60);
+
+    const dead = emptyGate();
+    for (const id of ids(BREAKER_MIN_ATTEMPTS)) {
+      admit(dead, cfg({ lane: "slow", maxInFlight: 1000 }), first([id]), 0);
+      release(dead, id, "failed", 200, 0); // refused at once: fast, but no answer
+    }
+    expect(dead.breaker.state).toBe("open");
+    expect(dead.meanMs).toBeLessThan(SLOW_ATTEMPT_MS);
+    // Its retries (which pass an open circuit) go to the slow lane too.
+    expect(admit(dead, shared, [{ id: "d0", retry: true }], 100)[0]).toEqual({ kind: "hold", waitMs: 0, reason: "slow" });
+    expect(admit(dead, cfg({ lane: "slow" }), [{ id: "d0", retry: true }], 100)[0]!.kind).toBe("go");
   });
 });
