@@ -20,6 +20,8 @@ import { log } from "./log";
 import { meter } from "./meter";
 import { cachedOpenApiDocument } from "./http/openapi";
 import { sourceRoutes } from "./http/sources";
+import { statsRoutes } from "./http/stats";
+import { consoleRoutes } from "./console/routes";
 import { servicesFor } from "./services";
 
 export function createApp() {
@@ -70,9 +72,12 @@ export function createApp() {
     .route("/api/v1/webhooks/sources", sourceRoutes)
     .route("/api/v1/webhooks/sources/:source_id/destinations", destinationRoutes)
     .route("/api/v1/webhooks/sources/:source_id/destinations", recoveryRoutes)
+    .route("/api/v1/webhooks/sources/:source_id/destinations", statsRoutes)
     .route("/api/v1/webhooks/sources/:source_id/events", eventRoutes)
     .route("/api/v1/webhooks/sources/:source_id/listen", listenRoutes)
     .route("/in", ingestRoutes);
+  // The console (src/console): its calls go into this same app, with the session's key.
+  app.route("/console", consoleRoutes((request, env, ctx) => app.fetch(request, env, ctx)));
 
   app.notFound((c) => c.json(errorBody("not_found", "No such route."), 404));
 

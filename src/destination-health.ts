@@ -23,6 +23,7 @@ import { servicesFor } from "./services";
 import { idTimeMs, parsePartitionName } from "./store/ids";
 import { log } from "./log";
 import { AlertsOutbox } from "./alerts/outbox";
+import { AttemptCounts, type HourCount } from "./delivery/attempt-counts";
 
 export const AUTO_DISABLE_THRESHOLD = 10;
 
@@ -175,6 +176,8 @@ export class DestinationHealth extends DurableObject<Env> {
       }
     }
     this.saveGate(g, was, false);
+    // The console's 24-hour chart: counted here as attempts end, never read from the log.
+    this.counts.record(now, ends);
     // The line moved on: its new head's message goes now (after its settle time), not when its parked one comes back.
     for (const head of next) await this.sendHead(destinationId, head);
     if (was !== g.breaker.state) {
@@ -208,6 +211,16 @@ export class DestinationHealth extends DurableObject<Env> {
   /** A fifo destination's line: how many wait, and the head. */
   async fifoSummary(): Promise<{ waiting: number; head: string | null }> {
     return this.line.summary();
+  }
+
+  private attemptCounts: AttemptCounts | undefined;
+  private get counts(): AttemptCounts {
+    return (this.attemptCounts ??= new AttemptCounts(this.ctx.storage.sql));
+  }
+
+  /** Succeeded and failed attempts per hour over the last 24 hours, oldest first (delivery/attempt-counts.ts). */
+  async hourlyCounts(): Promise<HourCount[]> {
+    return this.counts.lastHours(this.now());
   }
 
   /** The gate's state, for tests and the console. */

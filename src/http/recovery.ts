@@ -20,6 +20,7 @@ import { rfc3339 } from "./format";
 import { cursorField, encodeCursor, limitField } from "./pagination";
 import { ownedDestination } from "./destinations";
 import { validate } from "./validation";
+import { isId } from "../db/ids";
 import { Attempt, doc, list, Queued } from "./openapi";
 
 const tags = ["Attempts"];
@@ -32,6 +33,7 @@ export const MAX_REPLAY_PARTITIONS = 400;
 export const listAttemptsQuery = z
   .strictObject({
     outcome: z.enum(attemptOutcomes).optional(),
+    event_id: z.string().refine(isId, "must be an event id").optional().describe("Only the attempts of this event's delivery: its attempt timeline."),
     since: instant.optional(),
     until: instant.optional(),
     limit: limitField,
@@ -48,10 +50,10 @@ export const replayBody = z
   .superRefine(windowRefinement);
 
 export const recoveryRoutes = new Hono<AppEnv>()
-  .get("/:id/attempts", doc({ tags, summary: "List a destination's attempts", description: "Newest first; filter by outcome and time.", ok: { 200: { description: "A page of attempts.", schema: list(Attempt) } } }, [404, 422]), requireScope("webhooks:read"), validate("query", listAttemptsQuery), async (c) => {
+  .get("/:id/attempts", doc({ tags, summary: "List a destination's attempts", description: "Newest first; filter by outcome, time, and event (`event_id`: one delivery's attempt timeline).", ok: { 200: { description: "A page of attempts.", schema: list(Attempt) } } }, [404, 422]), requireScope("webhooks:read"), validate("query", listAttemptsQuery), async (c) => {
     const dest = await ownedDestination(c, c.req.param("source_id"), c.req.param("id"));
     const q = c.req.valid("query");
-    const { items, nextId } = await listAttempts(c.var.services, dest.sourceId, dest.id, { ...q, sinceMs: q.since, untilMs: q.until });
+    const { items, nextId } = await listAttempts(c.var.services, dest.sourceId, dest.id, { ...q, sinceMs: q.since, untilMs: q.until, eventId: q.event_id });
     return c.json(
       {
         data: items.map((a) => ({

@@ -745,7 +745,7 @@ export class EventStore extends DurableObject<Env> {
   }
 
   /** A destination's attempts made on this day, newest first. */
-  async listAttempts(destinationId: string, range: IdRange & { outcome?: AttemptRow["outcome"] | undefined }): Promise<AttemptRow[]> {
+  async listAttempts(destinationId: string, range: IdRange & { outcome?: AttemptRow["outcome"] | undefined; eventId?: string | undefined }): Promise<AttemptRow[]> {
     if (!this.registration) return [];
     return attemptsPage(this.db, destinationId, range).all();
   }

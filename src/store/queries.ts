@@ -25,11 +25,19 @@ export const eventsPage = (db: PartitionDb, range: IdRange & { type?: string | u
     .limit(range.limit);
 
 /** A page of one destination's attempts, newest first, optionally of one outcome. */
-export const attemptsPage = (db: PartitionDb, destinationId: string, range: IdRange & { outcome?: AttemptRow["outcome"] | undefined }) =>
+export const attemptsPage = (db: PartitionDb, destinationId: string, range: IdRange & { outcome?: AttemptRow["outcome"] | undefined; eventId?: string | undefined }) =>
   db
     .select()
     .from(attempts)
-    .where(and(eq(attempts.destinationId, destinationId), range.outcome !== undefined ? eq(attempts.outcome, range.outcome) : undefined, ...idBounds(attempts.id, range)))
+    .where(
+      and(
+        eq(attempts.destinationId, destinationId),
+        range.outcome !== undefined ? eq(attempts.outcome, range.outcome) : undefined,
+        // One delivery's timeline: read along the destination's index from the event's time on (no index of its own: each one costs every attempt's write).
+        range.eventId !== undefined ? eq(attempts.eventId, range.eventId) : undefined,
+        ...idBounds(attempts.id, range),
+      ),
+    )
     .orderBy(desc(attempts.id))
     .limit(range.limit);
 

@@ -89,8 +89,11 @@ export function listEvents(s: Services, sourceId: string, q: PageQuery & { type?
   return walk<EventSummary>(s, sourceId, q, (ref, range) => s.store(ref).listEvents({ ...range, type: q.type }));
 }
 
-export function listAttempts(s: Services, sourceId: string, destinationId: string, q: PageQuery & { outcome?: AttemptRow["outcome"] | undefined }) {
-  return walk<AttemptRow>(s, sourceId, q, (ref, range) => s.store(ref).listAttempts(destinationId, { ...range, outcome: q.outcome }));
+export function listAttempts(s: Services, sourceId: string, destinationId: string, q: PageQuery & { outcome?: AttemptRow["outcome"] | undefined; eventId?: string | undefined }) {
+  // An event's attempts are never older than the event: its id bounds the walk.
+  const eventAt = q.eventId !== undefined ? idTimeMs(q.eventId) : null;
+  const sinceMs = eventAt !== null ? Math.max(q.sinceMs ?? 0, eventAt) : q.sinceMs;
+  return walk<AttemptRow>(s, sourceId, { ...q, sinceMs }, (ref, range) => s.store(ref).listAttempts(destinationId, { ...range, outcome: q.outcome, eventId: q.eventId }));
 }
 
 /** One event of a source, from the partition its id names; null when there is none. */
