@@ -35,6 +35,14 @@ export interface HealthState {
 
 const COUNT = "failure_count";
 const GATE = "gate";
+/** The destination a fifo line belongs to, for its alarm. */
+const FIFO_DESTINATION = "fifo_destination";
+/** A lapsed head still pending is looked at again after this long. */
+const FIFO_RECHECK_MS = 60_000;
+/** The head's message last sent by this object, and when it was due. */
+const FIFO_HEAD_SENT = "fifo_head_sent";
+/** A head neither in flight nor sent for this long is sent again (resendIdleHead). */
+const FIFO_HEAD_IDLE_MS = 10_000;
 
 
 export class DestinationHealth extends DurableObject<Env> {
@@ -95,6 +103,7 @@ export class DestinationHealth extends DurableObject<Env> {
    */
   override async alarm(): Promise<void> {
     await this.alertsAlarm();
+    await this.fifoAlarm();
   }
 
   /** The alerts' part of the alarm: the hour of exhausted forwards that ended, then the outbox. */
@@ -139,6 +148,8 @@ export class DestinationHealth extends DurableObject<Env> {
    * fifo destination only the head of its line may (fifo.ts), and then the gate decides.
    */
   async admit(destinationId: string, cfg: GateConfig, items: (GateItem & { fifo?: FifoItem })[]): Promise<Admission[]> {
+    if (cfg.ordering === "fifo") await this.checkLapsedHead(destinationId);
+    let lapseAt: number | null = null;
     const g = this.gate;
     const was = g.breaker.state;
     const now = this.now();
@@ -148,12 +159,16 @@ export class DestinationHealth extends DurableObject<Env> {
       if (verdict.kind === "wait") return { kind: "hold", waitMs: FIFO_PARK_SECONDS * 1000, reason: "fifo" };
       if (verdict.kind === "settle") return { kind: "hold", waitMs: Math.max(1000, verdict.waitMs), reason: "fifo" };
       const a = admitToGate(g, { ...cfg, maxInFlight: 1 }, [item], now)[0]!;
-      if (a.kind === "go") this.line.started(item.id, now + a.startInMs + cfg.leaseMs);
-      else this.line.heldBack(item.id, item.fifo.nextToken);
+      if (a.kind === "go") {
+        this.line.started(item.id, now + a.startInMs + cfg.leaseMs);
+        lapseAt = now + a.startInMs + cfg.leaseMs;
+      } else this.line.heldBack(item.id, item.fifo.nextToken);
       return a;
     });
     this.saveGate(g, was, cfg.rateLimit !== null);
     if (was !== g.breaker.state) log("info", "destination_circuit", { destination_id: destinationId, state: g.breaker.state });
+    // Should the head's outcome never come back, the alarm looks into it once its permit lapses.
+    if (lapseAt !== null) await this.fifoAlarmBy(lapseAt, destinationId);
     return out;
   }
 
@@ -168,6 +183,9 @@ export class DestinationHealth extends DurableObject<Env> {
     const was = g.breaker.state;
     const now = this.now();
     const next: FifoRow[] = [];
+    // Armed before the line moves: should this object be evicted between the move and the
+    // next head's send, the alarm sends it (fifoAlarm), not its parked message minutes later.
+    if (fifo) await this.fifoAlarmBy(now + FIFO_HEAD_IDLE_MS, destinationId);
     for (const e of ends) {
       releaseToGate(g, e.deliveryId, e.end, e.durationMs, now, breaker);
       if (fifo) {
@@ -202,10 +220,86 @@ export class DestinationHealth extends DurableObject<Env> {
       await servicesFor(this.env)
         .queues.deliver(destinationId)
         .send(deliverMessage(ref, head.event_id, [{ deliveryId: head.delivery_id, destinationId, token: head.token }]), wait > 0 ? { delaySeconds: wait } : undefined);
+      this.ctx.storage.kv.put(FIFO_HEAD_SENT, { id: head.delivery_id, at: this.now() + wait * 1000 });
     } catch (err) {
       // Its parked message comes back within FIFO_PARK_SECONDS.
       log("error", "fifo_send_failed", { destination_id: destinationId, error: err instanceof Error ? err.name : "unknown" });
     }
+  }
+
+  /**
+   * The head's permit lapsed with no word of how its attempt ended: its consumer died, or
+   * the object was evicted before the outcome reached it. Its partition says: settled
+   * (or gone), and the line moves on at once; still pending, and its own message (its
+   * retry, the queue's redelivery of a message never acknowledged, or the partition's
+   * lost-message recovery) brings it back as the head, so the line asks again later.
+   */
+  private async checkLapsedHead(destinationId: string): Promise<void> {
+    const now = this.now();
+    const head = this.line.lapsedHead(now);
+    if (!head) return;
+    const ref = parsePartitionName(head.partition);
+    let status: string | null = null;
+    if (ref) {
+      try {
+        status = await servicesFor(this.env).store(ref).deliveryStatus(head.delivery_id);
+      } catch (err) {
+        log("error", "fifo_head_check_failed", { destination_id: destinationId, error: err instanceof Error ? err.name : "unknown" });
+        return;
+      }
+    }
+    if (status === "pending") {
+      this.line.started(head.delivery_id, now + FIFO_RECHECK_MS);
+      await this.fifoAlarmBy(now + FIFO_RECHECK_MS, destinationId);
+      return;
+    }
+    const next = this.line.ended(head.delivery_id, true, 0, 0, now);
+    log("warn", "fifo_head_lapsed", { destination_id: destinationId, delivery_id: head.delivery_id, status });
+    if (next) await this.sendHead(destinationId, next);
+  }
+
+  /** The fifo line's part of the alarm: a head whose permit lapsed is looked into (checkLapsedHead). */
+  async fifoAlarm(): Promise<void> {
+    const destinationId = this.ctx.storage.kv.get<string>(FIFO_DESTINATION);
+    if (destinationId === undefined) return;
+    this.inFifoAlarm = true;
+    try {
+      await this.checkLapsedHead(destinationId);
+      await this.resendIdleHead(destinationId);
+      const until = this.line.headInFlightUntil();
+      if (until !== null) await this.fifoAlarmBy(until, destinationId);
+      else if (this.line.summary().head !== null) await this.fifoAlarmBy(this.now() + FIFO_HEAD_IDLE_MS, destinationId);
+    } finally {
+      this.inFifoAlarm = false;
+    }
+  }
+
+  /**
+   * A head that is not in flight and whose message has not come for FIFO_HEAD_IDLE_MS
+   * (its send was lost with an evicted object, or it was never sent): its message goes
+   * again, with the token the line knows. A copy of a message still on its way is
+   * harmless: its partition lets one message hold a delivery's claim at a time.
+   */
+  private async resendIdleHead(destinationId: string): Promise<void> {
+    const head = this.line.headRow();
+    if (!head || head.in_flight_until > 0) return;
+    const sent = this.ctx.storage.kv.get<{ id: string; at: number }>(FIFO_HEAD_SENT);
+    if (sent?.id === head.delivery_id && this.now() - sent.at < FIFO_HEAD_IDLE_MS) return;
+    log("warn", "fifo_head_resent", { destination_id: destinationId, delivery_id: head.delivery_id });
+    await this.sendHead(destinationId, head);
+  }
+
+  /** Set while the alarm runs: the alarm time getAlarm may still show is the one being spent. */
+  private inFifoAlarm = false;
+
+  /** Brings the alarm forward to `at` at the latest (never later: another part may need it sooner). */
+  private async fifoAlarmBy(at: number, destinationId: string): Promise<void> {
+    if (this.ctx.storage.kv.get<string>(FIFO_DESTINATION) !== destinationId) this.ctx.storage.kv.put(FIFO_DESTINATION, destinationId);
+    // The object's clock may be a test's; the alarm runs on the real one.
+    const wall = Date.now();
+    const when = Math.max(wall, at - this.now() + wall);
+    const current = await this.ctx.storage.getAlarm();
+    if (current === null || current > when || (this.inFifoAlarm && current <= wall)) await this.ctx.storage.setAlarm(when);
   }
 
   /** A fifo destination's line: how many wait, and the head. */

@@ -115,6 +115,23 @@ export class FifoLine {
     return after && after.delivery_id !== before?.delivery_id ? after : null;
   }
 
+  /** The head of the line, if any. */
+  headRow(): FifoRow | null {
+    return this.head();
+  }
+
+  /** The head, when its attempt's permit lapsed with no outcome. */
+  lapsedHead(now: number): FifoRow | null {
+    const head = this.head();
+    return head && head.in_flight_until > 0 && head.in_flight_until <= now ? head : null;
+  }
+
+  /** Until when the head's attempt holds the line (null: none in flight). */
+  headInFlightUntil(): number | null {
+    const head = this.head();
+    return head && head.in_flight_until > 0 ? head.in_flight_until : null;
+  }
+
   /** How many wait, and the head: for tests and the console. */
   summary(): { waiting: number; head: string | null } {
     const n = (this.sql.exec("SELECT count(*) AS n FROM fifo_line").toArray()[0] as { n: number }).n;

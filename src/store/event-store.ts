@@ -651,6 +651,12 @@ export class EventStore extends DurableObject<Env> {
     return held;
   }
 
+  /** A delivery's status, or null when this partition has none such (a fifo line asks about a head that went quiet). */
+  async deliveryStatus(deliveryId: string): Promise<schema.DeliveryStatus | null> {
+    if (!this.registration) return null;
+    return this.q.deliveryState.get({ id: deliveryId })?.status ?? null;
+  }
+
   /**
    * A deliver message that reached the dead-letter queue: if it is still its delivery's
    * current one, the delivery fails, with an attempt saying why.
