@@ -8,7 +8,7 @@ import { html } from "hono/html";
 
 const head = (title: string) => html`<meta charset="utf-8" />
     <meta name="viewport" content="width=device-width, initial-scale=1" />
-    <meta name="referrer" content="no-referrer" />
+    <meta name="referrer" content="same-origin" />
     <title>${title}</title>
     <link rel="icon" href="data:," />
     <link rel="stylesheet" href="/console/console.css" />`;

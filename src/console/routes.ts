@@ -77,7 +77,8 @@ export function consoleRoutes(appFetch: AppFetch) {
     await next();
     c.header("content-security-policy", CONSOLE_CSP);
     c.header("x-content-type-options", "nosniff");
-    c.header("referrer-policy", "no-referrer");
+    // same-origin, not no-referrer: with no-referrer a browser sends `Origin: null` on form posts, which the CSRF check refuses.
+    c.header("referrer-policy", "same-origin");
     c.header("x-frame-options", "DENY");
     c.header("cross-origin-opener-policy", "same-origin");
     if (!c.res.headers.has("cache-control")) c.header("cache-control", "no-store");

@@ -44,6 +44,7 @@ button.danger { color: var(--bad); border-color: var(--bad); }
 .list > li.new { animation: flash 2s ease-out; }
 @keyframes flash { from { background: #fff8c5; } to { background: transparent; } }
 .event-row { display: grid; grid-template-columns: 1fr; gap: 2px 12px; text-decoration: none; color: inherit; }
+.event-row .badge { justify-self: start; }
 @media (min-width: 700px) { .event-row { grid-template-columns: 11em 1fr 7em 20em; align-items: center; } }
 .timeline { list-style: none; margin: 6px 0 0; padding: 0 0 0 14px; border-left: 2px solid var(--line); }
 .timeline > li { position: relative; padding: 4px 0 8px 6px; }
@@ -52,8 +53,8 @@ button.danger { color: var(--bad); border-color: var(--bad); }
 .secret { background: #fff8c5; border: 1px solid #eed888; border-radius: 8px; padding: 10px; margin: 10px 0; }
 .notice { padding: 6px 10px; border-radius: 6px; background: #ddf4ff; border: 1px solid #b6e3ff; margin: 8px 0; overflow-wrap: anywhere; }
 .notice.bad { background: #ffebe9; border-color: #ffcecb; }
-.chart { width: 100%; max-width: 560px; height: auto; display: block; }
-.chart .ok { fill: var(--ok); } .chart .bad { fill: var(--bad); } .chart .axis { stroke: var(--line); } .chart text { font-size: 9px; fill: var(--muted); }
+.chart { width: 100%; max-width: 380px; height: auto; display: block; margin: 4px 0; }
+.chart .ok { fill: var(--ok); } .chart .bad { fill: var(--bad); } .chart .axis { stroke: var(--line); } .chart text { font-size: 8px; fill: var(--muted); }
 .tabs { display: flex; gap: 4px; border-bottom: 1px solid var(--line); margin: 8px 0; flex-wrap: wrap; }
 .tabs a { padding: 6px 12px; text-decoration: none; border: 1px solid transparent; border-bottom: 0; border-radius: 6px 6px 0 0; }
 .tabs a.active { border-color: var(--line); background: var(--card); color: var(--fg); font-weight: 600; }

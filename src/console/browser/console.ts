@@ -464,7 +464,8 @@ function chart(stats: any): HTMLElement {
       svg("g", { class: "hour", "data-hour": h.hour, "data-succeeded": h.succeeded, "data-failed": h.failed }, title, svg("rect", { class: "ok", x, y: H - okH, width: W - 2, height: okH }), svg("rect", { class: "bad", x, y: H - okH - badH, width: W - 2, height: badH })),
     ];
   });
-  const labels = [0, 6, 12, 18, 23].map((i) => svg("text", { x: i * W + 1, y: H + 11 }, hours[i]!.hour.slice(11, 16)));
+  const labels = [0, 6, 12, 18].map((i) => svg("text", { x: i * W + 1, y: H + 11 }, hours[i]!.hour.slice(11, 16)));
+  labels.push(svg("text", { x: hours.length * W, y: H + 11, "text-anchor": "end" }, "now"));
   const graphic = svg("svg", { class: "chart", viewBox: `0 0 ${hours.length * W} ${H + 14}`, role: "img", "aria-label": `Attempts per hour, last 24 hours: ${stats.succeeded} succeeded, ${stats.failed} failed` }, svg("line", { class: "axis", x1: 0, y1: H + 0.5, x2: hours.length * W, y2: H + 0.5 }), ...bars, ...labels);
   return el("div", { class: "stats", "data-succeeded": stats.succeeded, "data-failed": stats.failed }, el("div", { class: "muted" }, `Last 24 h: ${stats.succeeded} succeeded, ${stats.failed} failed (UTC hours)`), graphic);
 }
