@@ -106,6 +106,22 @@ describe("the console's page script", () => {
   });
 });
 
+describe("the README", () => {
+  it("says how to open the console and shows its screenshots, which exist", async () => {
+    const text = await readFile(join(ROOT, "README.md"), "utf8");
+    const start = text.indexOf("\n## Console\n");
+    expect(start).toBeGreaterThan(0);
+    const section = text.slice(start, text.indexOf("\n## ", start + 1));
+    expect(section).toContain("npm start");
+    expect(section).toContain("http://localhost:8787/console");
+    expect(section).toContain("npm run api-key -- create --account me --scopes webhooks:read,webhooks:write");
+    const images = [...section.matchAll(/!\[[^\]]*\]\((docs\/console\/[a-z0-9-]+\.png)\)/g)].map((m) => m[1]!);
+    expect(images).toContain("docs/console/event-1280.png");
+    expect(images).toContain("docs/console/events-390.png");
+    for (const image of images) expect((await readFile(join(ROOT, image))).subarray(1, 4).toString()).toBe("PNG");
+  });
+});
+
 describe("an operator in the console", () => {
   let sourceId: string;
   let destinationId: string;
