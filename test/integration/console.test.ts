@@ -7,7 +7,7 @@
  */
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import worker from "../../src/index";
 import type { Env } from "../../src/config";
 import { CONSOLE_CSP, consoleRoutes } from "../../src/console/routes";
@@ -157,6 +157,26 @@ describe("sign-in", () => {
     await expectError(await consoleCall(browser, "GET", "/sources", { token: csrf }), 401, "unauthorized");
     // The cookie itself still decrypts until it expires: clearing it is what signs out.
     expect(before.krafter_session).toBeTruthy();
+  });
+});
+
+describe("logs", () => {
+  afterEach(() => vi.restoreAllMocks());
+
+  it("no log line of a sign-in, the console's calls or a sign-out carries the key or the session cookie", async () => {
+    const lines: string[] = [];
+    for (const level of ["log", "info", "warn", "error", "debug"] as const) {
+      vi.spyOn(console, level).mockImplementation((...args: unknown[]) => void lines.push(args.map(String).join(" ")));
+    }
+    const { browser, csrf } = await signIn(account.key);
+    await consoleCall(browser, "POST", "/sources", { token: csrf, body: { name: "logged" } });
+    await consoleCall(browser, "GET", "/sources", { token: csrf });
+    await send(`${ORIGIN}/console/sign-out`, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded", origin: ORIGIN, cookie: cookieHeader(browser) }, body: `csrf=${csrf}` });
+    expect(lines.filter((l) => l.includes('"request"')).length).toBeGreaterThanOrEqual(4);
+    const all = lines.join("\n");
+    expect(all).not.toContain(account.key);
+    expect(all).not.toContain(browser.jar.get("krafter_session") ?? "no session?");
+    expect(all).not.toContain(csrf);
   });
 });
 

@@ -10,6 +10,8 @@
  */
 
 const POLL_MS = 3000;
+/** The charts change by the hour: asked again at most this often per destination, so polling stays well under API_RATE_LIMIT. */
+const STATS_MS = 30_000;
 const csrf = document.querySelector<HTMLMetaElement>('meta[name="krafter-csrf"]')?.content ?? "";
 const canWrite = document.body.dataset.canWrite === "true";
 
@@ -70,6 +72,10 @@ async function api<T = any>(method: string, path: string, body?: unknown): Promi
     // The session ended (signed out elsewhere, expired, key revoked): sign in again.
     location.assign("/console");
   }
+  if (res.status === 429) {
+    // Over the key's rate limit: polling pauses for as long as the API asks.
+    pausedUntil = Date.now() + 1000 * Math.max(1, Number(res.headers.get("retry-after")) || 10);
+  }
   const text = await res.text();
   let parsed: any = null;
   try {
@@ -103,6 +109,7 @@ interface View {
 const viewNode = document.getElementById("view")!;
 const crumbs = document.getElementById("crumbs")!;
 let current: View = {};
+let pausedUntil = 0;
 let generation = 0;
 
 function setCrumbs(...parts: (Node | string)[]): void {
@@ -144,7 +151,7 @@ async function route(): Promise<void> {
 async function poll(): Promise<void> {
   const view = current;
   try {
-    if (document.visibilityState === "visible") await view.refresh?.();
+    if (document.visibilityState === "visible" && Date.now() >= pausedUntil) await view.refresh?.();
   } finally {
     setTimeout(poll, POLL_MS);
   }
@@ -334,12 +341,23 @@ function destinationsView(source: any): View {
     async refresh() {
       if (editing.size > 0) return; // never redraw a form being filled in
       const dests = await loadDestinations(source.id, true);
-      const stats = await Promise.all(dests.map((d) => api("GET", `/sources/${enc(source.id)}/destinations/${enc(d.id)}/stats`)));
+      const stats = await Promise.all(dests.map((d) => statsOf(source.id, d.id)));
       if (dests.length === 0) return fill(list, el("li", { class: "muted" }, "No destination yet."));
-      fill(list, ...dests.map((d, i) => destinationItem(source, d, stats[i]!.status === 200 ? stats[i]!.body.data : null, msg, view, editing)));
+      fill(list, ...dests.map((d, i) => destinationItem(source, d, stats[i], msg, view, editing)));
     },
   };
   return view;
+}
+
+const statsCache = new Map<string, { at: number; data: any }>();
+/** A destination's 24-hour counts, asked again once STATS_MS old (or when `fresh`). */
+async function statsOf(sourceId: string, destinationId: string, fresh = false): Promise<any | null> {
+  const hit = statsCache.get(destinationId);
+  if (!fresh && hit && Date.now() - hit.at < STATS_MS) return hit.data;
+  const r = await api("GET", `/sources/${enc(sourceId)}/destinations/${enc(destinationId)}/stats`);
+  if (r.status !== 200) return hit?.data ?? null;
+  statsCache.set(destinationId, { at: Date.now(), data: r.body.data });
+  return r.body.data;
 }
 
 function destinationState(d: any): HTMLElement {
@@ -515,7 +533,7 @@ function destinationView(source: any, destinationId: string): View {
     async refresh() {
       const path = `/sources/${enc(source.id)}/destinations/${enc(destinationId)}`;
       const q = outcome.value ? `&outcome=${enc(outcome.value)}` : "";
-      const [dests, stats, list] = await Promise.all([loadDestinations(source.id, true), api("GET", `${path}/stats`), api("GET", `${path}/attempts?limit=50${q}`)]);
+      const [dests, stats, list] = await Promise.all([loadDestinations(source.id, true), statsOf(source.id, destinationId, true), api("GET", `${path}/attempts?limit=50${q}`)]);
       const d = dests.find((x) => x.id === destinationId);
       if (!d) {
         fill(head, notice("No such destination.", true));
@@ -527,7 +545,7 @@ function destinationView(source: any, destinationId: string): View {
           el("h1", { class: "wrap mono", id: "destination-url" }, d.url),
           destinationState(d),
           el("dl", { class: "kv" }, el("dt", {}, "Event filter"), el("dd", {}, d.event_filter.length ? d.event_filter.join(", ") : "every event"), el("dt", {}, "Id"), el("dd", { class: "mono" }, d.id), el("dt", {}, "Updated"), el("dd", {}, when(d.updated_at))),
-          stats.status === 200 ? chart(stats.body.data) : null,
+          stats ? chart(stats) : null,
           destinationActions(source, d, msg, () => view.refresh!(), () => {
             editingNow = true;
             fill(head, editForm(source, d, msg, () => {
@@ -681,6 +699,7 @@ function eventView(source: any, eventId: string): View {
   );
 
   let drawnPayload = false;
+  const timelineCache = new Map<string, { mark: string; result: ApiResult; at: number }>();
   const view: View = {
     async refresh() {
       const r = await api("GET", `/sources/${enc(source.id)}/events/${enc(eventId)}`);
@@ -696,8 +715,16 @@ function eventView(source: any, eventId: string): View {
       const dests = await loadDestinations(source.id, true);
       const byId = new Map(dests.map((d) => [d.id, d]));
       if (e.deliveries.length === 0) return fill(deliveries, el("li", { class: "muted" }, "No delivery: no enabled destination matched, or the fan-out has not run yet."));
-      const timelines = await Promise.all(
-        e.deliveries.map((d: any) => api("GET", `/sources/${enc(source.id)}/destinations/${enc(d.destination_id)}/attempts?event_id=${enc(eventId)}&limit=100`)),
+      // A delivery's timeline is asked again only when its attempts or status changed.
+      const timelines: ApiResult[] = await Promise.all(
+        e.deliveries.map(async (d: any) => {
+          const mark = `${d.status}/${d.attempt_count}/${d.last_attempt?.id ?? ""}`;
+          const hit = timelineCache.get(d.destination_id);
+          if (hit && hit.mark === mark && Date.now() - hit.at < STATS_MS) return hit.result;
+          const result = await api("GET", `/sources/${enc(source.id)}/destinations/${enc(d.destination_id)}/attempts?event_id=${enc(eventId)}&limit=100`);
+          if (result.status === 200) timelineCache.set(d.destination_id, { mark, result, at: Date.now() });
+          return result;
+        }),
       );
       fill(
         deliveries,
