@@ -5,12 +5,14 @@
  * security headers, and the per-hour counts of a destination after real deliveries to a
  * loopback receiver (the stats route, and the attempt timeline of one event).
  */
-import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
+import { createExecutionContext, runInDurableObject, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import worker from "../../src/index";
 import type { Env } from "../../src/config";
 import { CONSOLE_CSP, consoleRoutes } from "../../src/console/routes";
+import { HOUR_MS, KEEP_HOURS } from "../../src/delivery/attempt-counts";
+import type { DestinationHealth } from "../../src/destination-health";
 import { addKey, call, createAccount, createDestination, createSource, expectError, json, mailbox, ORIGIN, type Account } from "../helpers/api";
 import { destinationRow, insertDelivery, insertEvent, runQueue } from "../helpers/delivery";
 
@@ -339,6 +341,32 @@ describe("the 24-hour counts", () => {
     const timeline = await json(await call("GET", `/api/v1/webhooks/sources/${sourceId}/destinations/${dest.id}/attempts?event_id=${events[1]}`, { key: account.key }));
     expect(timeline.data.map((a: { event_id: string; status_code: number; response_body: string }) => [a.event_id, a.status_code, a.response_body])).toEqual([[events[1], 500, "down"]]);
     await expectError(await call("GET", `/api/v1/webhooks/sources/${sourceId}/destinations/${dest.id}/attempts?event_id=nope`, { key: account.key }), 422, "validation_failed");
+  });
+
+  it("keeps hours apart, counts no cancelled delivery, fills empty hours with zeros and drops rows past 48 hours", async () => {
+    const id = crypto.randomUUID();
+    const stub = env.DESTINATION_HEALTH.get(env.DESTINATION_HEALTH.idFromName(id));
+    const t0 = Date.UTC(2026, 11, 1, 0, 30);
+    await runInDurableObject(stub, async (instance: DestinationHealth, state) => {
+      const at = async (ms: number, ends: ("succeeded" | "failed" | "answered" | "none")[]) => {
+        instance.now = () => ms;
+        await instance.release(id, ends.map((end, i) => ({ deliveryId: `d${ms}-${i}`, end, durationMs: 5 })));
+      };
+      await at(t0, ["succeeded", "failed", "none"]);
+      await at(t0 + 10 * 60_000, ["answered", "succeeded"]);
+      await at(t0 + 2 * HOUR_MS, ["failed"]);
+      instance.now = () => t0 + 2 * HOUR_MS;
+      const hours = await instance.hourlyCounts();
+      expect(hours).toHaveLength(24);
+      expect(hours.at(-1)).toEqual({ hour: t0 - 30 * 60_000 + 2 * HOUR_MS, succeeded: 0, failed: 1 });
+      expect(hours.at(-2)).toEqual({ hour: t0 - 30 * 60_000 + HOUR_MS, succeeded: 0, failed: 0 });
+      expect(hours.at(-3)).toEqual({ hour: t0 - 30 * 60_000, succeeded: 2, failed: 2 });
+      // A day later the first hour is out of the chart; past KEEP_HOURS it is out of storage too.
+      await at(t0 + (KEEP_HOURS + 1) * HOUR_MS, ["succeeded"]);
+      const rows = state.storage.sql.exec<{ hour: number }>("SELECT hour FROM attempt_counts ORDER BY hour").toArray().map((r) => r.hour);
+      expect(rows).toEqual([t0 - 30 * 60_000 + 2 * HOUR_MS, t0 - 30 * 60_000 + (KEEP_HOURS + 1) * HOUR_MS]);
+      expect((await instance.hourlyCounts()).reduce((n, h) => n + h.succeeded + h.failed, 0)).toBe(1);
+    });
   });
 
   it("is 404 for another account's destination and needs webhooks:read", async () => {
