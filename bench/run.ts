@@ -22,7 +22,10 @@
  *      and partition bytes per event.
  *   3. Cost: CPU seconds of each Worker's processes (wrangler, workerd; from /proc) per
  *      1,000 ingested events and per 1,000 deliveries.
- *   4. Fan-out time with 1, 10 and 100 destinations.
+ *   4. Fan-out time with 1, 10 and 100 destinations; then flow control and isolation
+ *      (lib/flow.ts): a rate-limited destination's measured rate against its setting, a
+ *      fifo destination's deliveries/s against an unordered one's, and one account's
+ *      ingest→delivery p50/p99 beside another's endpoint that never answers, against alone.
  *   5. On seeded partitions (lib/stored.ts; the relay restarted with METER=true): growth
  *      (ingest and list latency, a partition of 10k against one of 100k events), billed
  *      operations per event and their cost per million events at list prices
@@ -51,6 +54,7 @@ import { dirname, join } from "node:path";
 import { ROOT } from "../test/e2e/harness.ts";
 import { checkoutRef, type RefCheckout } from "./lib/against.ts";
 import { Receiver } from "./lib/deliveries.ts";
+import { flowStep } from "./lib/flow.ts";
 import { pool } from "./lib/load.ts";
 import { cpuTimes, machine } from "./lib/machine.ts";
 import { endToEnd, fanoutWidth, ingestRounds, relayEndToEnd, round1, round2, type E2EFigures, type IngestTarget, type WidthFigures } from "./lib/phases.ts";
@@ -195,6 +199,10 @@ async function main() {
       fanout.push(await fanoutWidth(relay, client, receiver, S.fanoutEvents, d));
     }
 
+    // 4b. Flow control and isolation -------------------------------------------------------
+    let accounts = 0;
+    const flow = await flowStep(client, async () => new RelayClient(relay.origin, await RelayClient.newKey(relayState, undefined, `bench-tenant-${++accounts}`)), receiver, S.flow);
+
     // 5. Seeded partitions: growth, cost, drop ---------------------------------------------
     const wanted = [...S.growth.map((count) => ({ label: `growth-${count}`, count })), ...S.drop.map((count) => ({ label: `drop-${count}`, count }))];
     const created = await createSeedSources(client, wanted);
@@ -221,6 +229,7 @@ async function main() {
       storage,
       partitionBaseBytes: Math.min(...seeded.map((s) => s.bytesBeforeSeed)),
       fanout,
+      flow,
       growth: grown,
       metered,
       large,
@@ -245,6 +254,7 @@ async function main() {
       endToEnd: { relay: e2e, direct, floor: e2eFloor, ...(refE2e ? { ref: refE2e } : {}) },
       storage: { ...storage, partitionBaseBytes: figures.partitionBaseBytes, marginalBytesPerEvent: marginalBytesPerEvent(storage.partitions, figures.partitionBaseBytes) },
       fanout,
+      flow,
       growth: grown,
       metered,
       largePayloads: large,
@@ -282,6 +292,7 @@ function failures(f: Figures): string[] {
   return [
     ...[f.e2e, f.metered.e2e, f.large.e2e, ...f.fanout].flatMap(lossOf),
     ...refused.map((x) => `${x.name}: ${x.errors} ingest requests not answered 202 (${JSON.stringify(x.statuses)})`),
+    ...f.flow.problems.map((p) => `flow control: ${p}`),
     ...f.drops.filter((d) => d.durationMs === null).map((d) => `${d.partition}: no partition_dropped line after its source was deleted`),
     ...f.drops.filter((d) => d.fileAfter.events !== null).map((d) => `${d.partition}: ${d.fileAfter.events} events still in its file after the drop`),
   ];

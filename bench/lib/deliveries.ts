@@ -12,7 +12,7 @@
  */
 import type { IncomingMessage } from "node:http";
 import { Webhook } from "standardwebhooks";
-import { startReceiver, type ReceiverHandle, type Received } from "../../test/support/receiver.ts";
+import { startReceiver, type ReceiverHandle, type Received, type Step } from "../../test/support/receiver.ts";
 import { sleep } from "./load.ts";
 
 export interface Mailbox {
@@ -64,8 +64,9 @@ export class Receiver {
     return new Receiver(await startReceiver());
   }
 
-  async mailbox(secret = ""): Promise<Mailbox> {
-    const res = await fetch(`${this.handle.origin}/control/mailboxes`, { method: "POST", body: "{}" });
+  /** `spec`: how it answers (test/support/receiver.ts), 200 at once by default. */
+  async mailbox(secret = "", spec: { repeat?: Step } = {}): Promise<Mailbox> {
+    const res = await fetch(`${this.handle.origin}/control/mailboxes`, { method: "POST", body: JSON.stringify(spec) });
     const { id, url } = (await res.json()) as { id: string; url: string };
     return { id, url, secret };
   }

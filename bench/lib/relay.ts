@@ -18,8 +18,8 @@ export class RelayClient {
    * `script`: another checkout's scripts/api-key.mjs (it applies that checkout's own D1
    * migrations first, as this one's would apply ours).
    */
-  static async newKey(persistTo: string, script?: string): Promise<string> {
-    const args = ["create", "--account", "bench", "--scopes", "webhooks:read,webhooks:write"];
+  static async newKey(persistTo: string, script?: string, account = "bench"): Promise<string> {
+    const args = ["create", "--account", account, "--scopes", "webhooks:read,webhooks:write"];
     const r = script ? await run(process.execPath, [script, ...args, "--persist-to", persistTo]) : await runApiKey(args, persistTo);
     const key = r.stdout.trimEnd().split("\n").at(-1) ?? "";
     if (r.code !== 0 || !key.startsWith("krf_")) throw new Error(`api-key create failed (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);

@@ -4,6 +4,7 @@
  */
 import { costPerMillion, type CostLine } from "./cost.ts";
 import type { E2EFigures, IngestFigures, WidthFigures } from "./phases.ts";
+import type { FlowFigures } from "./flow.ts";
 import { round3 } from "./phases.ts";
 import { S } from "./settings.ts";
 import { rowChanges, type D1State, type SourceStorage } from "./storage.ts";
@@ -20,6 +21,7 @@ export interface Figures {
   /** the size of a partition holding its schema and one event: what every partition costs before its events */
   partitionBaseBytes: number;
   fanout: WidthFigures[];
+  flow: FlowFigures;
   growth: GrowthFigures[];
   metered: MeteredFigures;
   large: MeteredFigures;
@@ -101,6 +103,7 @@ export function tableRows(f: Figures, verdicts: Target[]): Row[] {
   dropRows(rows, f);
   costRows(rows, f);
   widthRows(rows, f);
+  flowRows(rows, f);
   return rows.all;
 }
 
@@ -241,6 +244,14 @@ function widthRows(rows: Rows, f: Figures) {
       w.lost === 0 ? "0 lost" : `**${w.lost} lost**`,
     );
   }
+}
+
+function flowRows(rows: Rows, f: Figures) {
+  const { rateLimit: r, fifo, isolation: i } = f.flow;
+  rows.section(`Flow control and isolation`);
+  rows.add(`rate_limit ${r.setting}/s, ${r.events} events at once: measured starts/s`, fmt(r.measuredPerSecond, 2), `${r.setting} (setting)`, fmt(r.ratioToSetting, 2), `${r.most10s} in any 10 s (≤ ${r.allowed10s})`);
+  rows.vs(`fifo against unordered, ${fifo.events} events, one source: deliveries/s`, fifo.fifoPerSecond, fifo.unorderedPerSecond, 1, fifo.inOrder ? "in ingest order" : "**out of order**");
+  rows.add(`account B's ingest→delivery p50 (p99) ms beside A's dead endpoint, against B alone`, `${fmt(i.besideP50, 0)} (${fmt(i.besideP99, 0)})`, `${fmt(i.aloneP50, 0)} (${fmt(i.aloneP99, 0)})`, fmt(i.p99Ratio, 2), "p99 ≤ 2×");
 }
 
 export function markdownTable(rows: Row[]): string {

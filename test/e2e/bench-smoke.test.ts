@@ -24,6 +24,11 @@ interface Results {
   largePayloads: { e2e: { lost: number }; storage: { bytesPerEvent: number } };
   cost: { lines: { item: string; usdPerMillion: number }[]; total: number };
   drops: { events: number; durationMs: number | null; fileAfter: { events: number | null } }[];
+  flow: {
+    rateLimit: { setting: number; events: number; delivered: number; measuredPerSecond: number; most10s: number; allowed10s: number };
+    fifo: { events: number; delivered: number; inOrder: boolean; fifoPerSecond: number; unorderedPerSecond: number };
+    isolation: { events: number; aloneP99: number; besideP99: number; deadAttempts: number };
+  };
   table: string;
 }
 
@@ -50,7 +55,7 @@ function runBench(out: string): Promise<{ code: number; output: string }> {
   });
 }
 
-it("npm run bench (quick) completes and every expected delivery arrives", { timeout: 180_000 }, async () => {
+it("npm run bench (quick) completes and every expected delivery arrives", { timeout: 300_000 }, async () => {
   const out = join(dir, "results.json");
   const { code, output } = await runBench(out);
   expect(code, output).toBe(0);
@@ -67,6 +72,15 @@ it("npm run bench (quick) completes and every expected delivery arrives", { time
     expect(r.ingest[name]!.requests).toBeGreaterThan(0);
     expect(r.ingest[name]!.errors).toBe(0);
   }
+  // Flow control: every rate-limited delivery arrived, no faster than allowed; fifo in order; isolation measured beside a dead endpoint in use.
+  expect(r.flow.rateLimit.delivered).toBe(r.flow.rateLimit.events);
+  expect(r.flow.rateLimit.most10s).toBeLessThanOrEqual(r.flow.rateLimit.allowed10s);
+  expect(r.flow.rateLimit.measuredPerSecond).toBeGreaterThan(0);
+  expect(r.flow.fifo).toMatchObject({ delivered: r.flow.fifo.events, inOrder: true });
+  expect(r.flow.fifo.fifoPerSecond).toBeGreaterThan(0);
+  expect(r.flow.isolation.deadAttempts).toBeGreaterThan(0);
+  expect(r.flow.isolation.besideP99).toBeGreaterThan(0);
+  expect(r.table).toContain("fifo against unordered");
   for (const g of r.growth) {
     expect(g.ingest.errors).toBe(0);
     expect(g.list.requests).toBeGreaterThan(0);
