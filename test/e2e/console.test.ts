@@ -136,6 +136,7 @@ describe("an operator in the console", () => {
       expect(await page.locator("#access").textContent()).toBe("read and write");
       // The key is nowhere the page's scripts can read it.
       expect(await page.evaluate(() => document.cookie)).toBe("");
+      expect(await page.evaluate(() => [window.localStorage.length, window.sessionStorage.length])).toEqual([0, 0]);
       expect(await page.content()).not.toContain(writeKey);
       const cookie = (await context.cookies()).find((c) => c.name === "krafter_session")!;
       expect(cookie).toMatchObject({ httpOnly: true, sameSite: "Strict", path: "/console" });

@@ -289,7 +289,10 @@ describe("headers", () => {
       await send(`${ORIGIN}/console/console.css`),
       await consoleCall(browser, "GET", "/sources", { token: csrf }),
       await consoleCall(browser, "POST", "/sources", { token: null, body: {} }),
+      await send(`${ORIGIN}/console/no-such-page`),
+      await consoleCall(browser, "GET", "/no-such-route", { token: csrf }),
     ];
+    expect(responses.slice(-2).map((r) => r.status)).toEqual([404, 404]);
     for (const res of responses) {
       expect(res.headers.get("content-security-policy")).toBe(CONSOLE_CSP);
       expect(res.headers.get("x-content-type-options")).toBe("nosniff");
