@@ -10,10 +10,13 @@
  * - a page of another origin (the receiver's: same site, so it even gets the
  *   SameSite=Strict cookie; and localhost: cross-site) cannot change anything through
  *   any state-changing console route, by form or by fetch.
- * Screenshots of the main views at 1280 and 390 px go to docs/console/ (README, Console).
+ * Screenshots of the main views at 1280 and 390 px go to $KRAFTER_CONSOLE_SCREENSHOTS
+ * (default <tmpdir>/krafter-console); the README's, checked in, are refreshed with
+ * KRAFTER_CONSOLE_SCREENSHOTS=docs/console, so a test run leaves the tree as it was.
  */
 import { execFile } from "node:child_process";
 import { mkdir, readFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import type { Browser, BrowserContext, Page } from "playwright-core";
@@ -23,7 +26,7 @@ import { startReceiver, type ReceiverHandle, type Received } from "../support/re
 import { Api } from "./flow";
 import { ROOT, startDev, type Dev } from "./harness";
 
-const SHOTS = join(ROOT, "docs", "console");
+const SHOTS = process.env.KRAFTER_CONSOLE_SCREENSHOTS ? join(ROOT, process.env.KRAFTER_CONSOLE_SCREENSHOTS) : join(tmpdir(), "krafter-console");
 
 // The functions given to page.evaluate run in the page; the project's types (Workers and Node) have no DOM.
 declare const document: any;
