@@ -43,6 +43,9 @@ export default defineConfig(async () => {
                     MAX_DESTINATIONS_PER_SOURCE: "200",
                     // The property tests make thousands of requests with one key; the limit's own test sets it.
                     API_RATE_LIMIT: "1000000",
+                    // Most tests run a batch of a shared deliver queue and look at its attempts
+                    // at once; the slow lane's own tests (test/integration/lanes.test.ts) turn this on.
+                    NEW_DESTINATIONS_START_SLOW: "false",
                     ACCOUNT_API_RATE_LIMIT: "1000000",
                     // Each ingest's bytes reach its account's counter before call() returns,
                     // without waiting out the 1 s coalescing (the quota's test sets it back).

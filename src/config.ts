@@ -44,6 +44,8 @@ export interface Env {
   /** Count billed operations for the benchmark (src/meter.ts). Never in production. */
   METER?: string;
   MAX_IN_FLIGHT_PER_DESTINATION?: string;
+  /** "false" lets a destination's first attempts run in the shared deliver queues (delivery/gate.ts). */
+  NEW_DESTINATIONS_START_SLOW?: string;
   CIRCUIT_MIN_ATTEMPTS?: string;
   CIRCUIT_FAILURE_PERCENT?: string;
   CIRCUIT_OPEN_SECONDS?: string;
@@ -116,6 +118,10 @@ const configSchema = z
     DOH_URL: z.url().optional().default("https://cloudflare-dns.com/dns-query"),
     // Isolation and quotas (README, Limits and quotas).
     MAX_IN_FLIGHT_PER_DESTINATION: intFrom(10, 1, 1000),
+    NEW_DESTINATIONS_START_SLOW: z
+      .string()
+      .optional()
+      .transform((v) => !(v === "false" || v === "0")),
     CIRCUIT_MIN_ATTEMPTS: intFrom(10, 1, 1_000_000),
     CIRCUIT_FAILURE_PERCENT: intFrom(50, 1, 100),
     CIRCUIT_OPEN_SECONDS: intFrom(30, 1, 3600),
@@ -174,6 +180,8 @@ export interface Config {
   meter: boolean;
   /** Attempts to one destination in flight at once, across every consumer (its gate). */
   maxInFlightPerDestination: number;
+  /** A destination is attempted from the slow lane until one attempt has answered within SLOW_ATTEMPT_MS. */
+  newDestinationsStartSlow: boolean;
   /** A destination's circuit breaker (delivery/gate.ts). */
   breaker: BreakerConfig;
   maxDestinationsPerSource: number;
@@ -220,6 +228,7 @@ export function loadConfig(env: Env): Config {
     dohUrl: c.DOH_URL,
     meter: c.METER && !isProduction(c.ENVIRONMENT),
     maxInFlightPerDestination: c.MAX_IN_FLIGHT_PER_DESTINATION,
+    newDestinationsStartSlow: c.NEW_DESTINATIONS_START_SLOW,
     breaker: {
       minAttempts: c.CIRCUIT_MIN_ATTEMPTS,
       failureRatio: c.CIRCUIT_FAILURE_PERCENT / 100,

@@ -35,6 +35,8 @@ export interface HealthState {
 
 const COUNT = "failure_count";
 const GATE = "gate";
+/** One attempt answered within SLOW_ATTEMPT_MS (delivery/gate.ts): the destination leaves the slow lane. */
+const PROVEN = "proven_fast";
 /** The destination a fifo line belongs to, for its alarm. */
 const FIFO_DESTINATION = "fifo_destination";
 /** A lapsed head still pending is looked at again after this long. */
@@ -131,7 +133,12 @@ export class DestinationHealth extends DurableObject<Env> {
    * idle) forgets them, which lets at most one more wave in and re-learns the counts.
    */
   private get gate(): GateState {
-    return (this.gateMemo ??= this.ctx.storage.kv.get<GateState>(GATE) ?? emptyGate());
+    if (!this.gateMemo) {
+      this.gateMemo = this.ctx.storage.kv.get<GateState>(GATE) ?? emptyGate();
+      // Proven fast once is kept apart, written once: an evicted object does not start slow again.
+      if (this.ctx.storage.kv.get<boolean>(PROVEN)) this.gateMemo.proven = true;
+    }
+    return this.gateMemo;
   }
 
   private saveGate(g: GateState, breakerWas: string, always: boolean): void {
@@ -194,6 +201,7 @@ export class DestinationHealth extends DurableObject<Env> {
       }
     }
     this.saveGate(g, was, false);
+    if (g.proven && !this.ctx.storage.kv.get<boolean>(PROVEN)) this.ctx.storage.kv.put(PROVEN, true);
     // The console's 24-hour chart: counted here as attempts end, never read from the log.
     this.counts.record(now, ends);
     // The line moved on: its new head's message goes now (after its settle time), not when its parked one comes back.

@@ -41,8 +41,8 @@ export const S = {
   listSeconds: QUICK ? 1 : 8,
   fanout: list("BENCH_FANOUT", QUICK ? [1, 3] : [1, 10, 100]),
   fanoutEvents: QUICK ? 3 : 20,
-  /** lib/flow.ts; deliveryTimeoutMs is the relay's DELIVERY_TIMEOUT_MS (wrangler.toml). */
-  flow: { rate: 20, rateEvents: QUICK ? 40 : 200, fifoEvents: QUICK ? 20 : 200, isolationEvents: QUICK ? 20 : 50, deliveryTimeoutMs: 15_000 },
+  /** lib/flow.ts */
+  flow: { rate: 20, rateEvents: QUICK ? 40 : 200, fifoEvents: QUICK ? 20 : 200, isolationEvents: QUICK ? 20 : 50 },
   /** a phase fails when no delivery has arrived for this long */
   stallMs: QUICK ? 30_000 : 90_000,
   /** the same for the baselines: they retry nothing, so what has not come by then never will */

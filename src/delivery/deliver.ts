@@ -271,7 +271,7 @@ async function gateWave(
   await Promise.all(
     [...groupBy(wave, (r) => r.destination.id)].map(async ([destinationId, rs]) => {
       const d = rs[0]!.destination;
-      const cfg = { rateLimit: d.rateLimit, ordering: d.ordering, maxInFlight: s.config.maxInFlightPerDestination, leaseMs: s.config.deliveryTimeoutMs + LEASE_MARGIN_MS, breaker: s.config.breaker, lane };
+      const cfg = { rateLimit: d.rateLimit, ordering: d.ordering, maxInFlight: s.config.maxInFlightPerDestination, leaseMs: s.config.deliveryTimeoutMs + LEASE_MARGIN_MS, breaker: s.config.breaker, lane, startSlow: s.config.newDestinationsStartSlow };
       // The token each delivery will carry if it is held back (a fifo line sends its message itself).
       const tokens = rs.map(() => crypto.randomUUID());
       const items = rs.map((r, i) => ({

@@ -21,7 +21,8 @@
  *    algorithm with no burst): a delivery gets the next free slot, kept for it while it
  *    waits, so over any 10 s no more than 10 × rate_limit + 1 attempts start.
  * 0. Lane: a slow destination (its circuit not closed, its attempts taking over
- *    SLOW_ATTEMPT_MS on average, or one of them in flight for longer than that) is not
+ *    SLOW_ATTEMPT_MS on average, one of them in flight for longer than that, or none of
+ *    them ever answered within it: a new destination starts slow) is not
  *    attempted from the shared deliver queues: its deliveries move to the slow lane (the
  *    deliver-slow queue) at once, and wait there for 1–3. So a batch of the shared queues
  *    never waits on a dead endpoint's timeouts after its first ones, whatever the platform
@@ -68,6 +69,8 @@ export interface GateConfig {
   leaseMs: number;
   /** The deliver queue asking: a shared one moves a slow destination's deliveries to the slow lane; the slow lane (or a deployment without one: none given) keeps them. */
   lane?: Lane;
+  /** Until one of its attempts has answered within SLOW_ATTEMPT_MS, a destination is slow (NEW_DESTINATIONS_START_SLOW). */
+  startSlow?: boolean;
 }
 
 /** Which deliver queues a delivery is attempted from (services.ts deliveryQueues). */
@@ -95,6 +98,8 @@ export interface GateState {
   breaker: BreakerState;
   /** Mean attempt duration (ms), to space the waits of the in-flight cap. */
   meanMs: number;
+  /** One attempt has answered within SLOW_ATTEMPT_MS: the destination may leave the slow lane. */
+  proven?: boolean;
 }
 
 export const emptyGate = (): GateState => ({
@@ -129,8 +134,8 @@ export interface GateItem {
 }
 
 /** Whether this destination's attempts belong in the slow lane now (0. above). */
-export function isSlow(g: GateState, leaseMs: number, now: number): boolean {
-  if (g.breaker.state !== "closed" || g.meanMs > SLOW_ATTEMPT_MS) return true;
+export function isSlow(g: GateState, leaseMs: number, now: number, startSlow = false): boolean {
+  if (g.breaker.state !== "closed" || g.meanMs > SLOW_ATTEMPT_MS || (startSlow && !g.proven)) return true;
   // A lease ends leaseMs after its attempt's start.
   for (const until of Object.values(g.leases)) if (until - leaseMs < now - SLOW_ATTEMPT_MS) return true;
   return false;
@@ -139,7 +144,7 @@ export function isSlow(g: GateState, leaseMs: number, now: number): boolean {
 /** Which of these deliveries start now (and after how many ms), and how long the others wait. */
 export function admit(g: GateState, cfg: GateConfig, items: GateItem[], now: number): Admission[] {
   sweep(g, now);
-  if (cfg.lane === "shared" && isSlow(g, cfg.leaseMs, now)) return items.map(() => ({ kind: "hold", waitMs: 0, reason: "slow" }));
+  if (cfg.lane === "shared" && isSlow(g, cfg.leaseMs, now, cfg.startSlow)) return items.map(() => ({ kind: "hold", waitMs: 0, reason: "slow" }));
   let heldForFlight = 0;
   return items.map(({ id, retry }): Admission => {
     const b = g.breaker;
@@ -180,6 +185,7 @@ export function release(g: GateState, deliveryId: string, end: AttemptEnd, durat
     return;
   }
   g.meanMs = Math.round(g.meanMs * 0.8 + Math.max(1, durationMs) * 0.2);
+  if ((end === "succeeded" || end === "answered") && durationMs <= SLOW_ATTEMPT_MS) g.proven = true;
   const b = g.breaker;
   if (b.state !== "closed" && (end === "succeeded" || end === "answered")) {
     // The endpoint answers again (a trial, or a retry that went ahead meanwhile).

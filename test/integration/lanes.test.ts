@@ -2,14 +2,16 @@
  * The slow lane (delivery/gate.ts, step 0): once a destination's gate knows it is slow,
  * a shared deliver queue attempts none of its deliveries; each moves, unattempted and
  * with a new token, to the deliver-slow queue, whose consumer attempts it. A destination
- * that answers fast never leaves the shared queues. Through the real queues: the slow
+ * that answers fast never leaves the shared queues, and a new one starts in the slow
+ * lane until an attempt has answered fast. Through the real queues: the slow
  * lane's consumer is the Worker's own, run by the local queue.
  */
+import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { Env } from "../../src/config";
 import { deliveryQueues } from "../../src/services";
-import { createAccount, createDestination, createSource, eventually, mailbox, type Account } from "../helpers/api";
+import { createAccount, createDestination, createSource, envWith, eventually, mailbox, type Account } from "../helpers/api";
 import { attemptRows, currentMessage, deliveryRow, insertDelivery, insertEvent, runQueue } from "../helpers/delivery";
 
 const e = env as unknown as Env;
@@ -69,6 +71,27 @@ describe("lanes", () => {
     expect(await attemptRows(msg.deliveries[0]!.delivery_id)).toHaveLength(1);
     expect(await box.requests()).toHaveLength(1);
     expect(attemptsLogged.map((l) => [l.delivery_id, l.lane])).toEqual([[msg.deliveries[0]!.delivery_id, "slow"]]);
+  });
+
+  it("NEW_DESTINATIONS_START_SLOW: a new destination's first delivery goes to the slow lane; once an attempt answered within a second, the shared queue attempts its next", async () => {
+    const startSlow = envWith({ NEW_DESTINATIONS_START_SLOW: "true" });
+    const box = await mailbox();
+    const dest = await createDestination(account, source.id, { url: box.url });
+    const first = await insertDelivery(await insertEvent(source.id), dest.id);
+    await runQueue("krafter-deliver", [first], { env: startSlow });
+    await eventually(async () => ((await deliveryRow(first.deliveries[0]!.delivery_id))?.status === "succeeded" ? true : undefined), 15_000, "the first delivery, from the slow lane");
+    const next = await insertDelivery(await insertEvent(source.id), dest.id);
+    await runQueue("krafter-deliver", [next], { env: startSlow });
+    expect(await deliveryRow(next.deliveries[0]!.delivery_id)).toMatchObject({ status: "succeeded", attempt_count: 1 });
+    expect(attemptsLogged.map((l) => [l.delivery_id, l.lane])).toEqual([
+      [first.deliveries[0]!.delivery_id, "slow"],
+      [next.deliveries[0]!.delivery_id, "shared"],
+    ]);
+    // Proven fast is kept in the object's storage: an eviction does not make it start slow again.
+    await runInDurableObject(e.DESTINATION_HEALTH.getByName(dest.id), (_: unknown, state: DurableObjectState) => state.abort("evicted")).catch(() => undefined);
+    const third = await insertDelivery(await insertEvent(source.id), dest.id);
+    await runQueue("krafter-deliver", [third], { env: startSlow });
+    expect(await deliveryRow(third.deliveries[0]!.delivery_id)).toMatchObject({ status: "succeeded", attempt_count: 1 });
   });
 
   it("a destination that answers fast is attempted by the shared queue itself", async () => {

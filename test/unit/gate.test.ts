@@ -159,6 +159,22 @@ describe("lanes", () => {
     expect(admit(g, shared, first(["b"]), 200)[0]!.kind).toBe("go");
   });
 
+  it("startSlow: a destination none of whose attempts has answered within SLOW_ATTEMPT_MS is slow; one fast answer proves it", () => {
+    const g = emptyGate();
+    const c = cfg({ lane: "shared", startSlow: true });
+    expect(admit(g, c, first(["a"]), 0)[0]).toEqual({ kind: "hold", waitMs: 0, reason: "slow" });
+    expect(admit(g, cfg({ lane: "slow", startSlow: true }), first(["a"]), 0)[0]!.kind).toBe("go");
+    release(g, "a", "failed", 300, 300); // refused at once: no answer proves nothing
+    expect(g.proven).toBeUndefined();
+    admit(g, cfg({ lane: "slow" }), first(["b"]), 400);
+    release(g, "b", "answered", SLOW_ATTEMPT_MS + 1, 400 + SLOW_ATTEMPT_MS + 1); // answered, but slowly
+    expect(g.proven).toBeUndefined();
+    admit(g, cfg({ lane: "slow" }), first(["c"]), 3_000);
+    release(g, "c", "answered", 80, 3_080); // a quick 500 is an endpoint that answers
+    expect(g.proven).toBe(true);
+    expect(admit(g, c, first(["d"]), 3_100)[0]!.kind).toBe("go");
+  });
+
   it("one attempt in flight for longer than SLOW_ATTEMPT_MS: the next deliveries move to the slow lane, and there they start", () => {
     const g = emptyGate();
     expect(admit(g, shared, first(["a"]), 0)[0]!.kind).toBe("go");
