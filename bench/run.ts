@@ -51,7 +51,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import os from "node:os";
 import { dirname, join } from "node:path";
-import { ROOT } from "../test/e2e/harness.ts";
+import { ROOT } from "../tools/process.ts";
 import { checkoutRef, type RefCheckout } from "./lib/against.ts";
 import { Receiver } from "./lib/deliveries.ts";
 import { flowStep } from "./lib/flow.ts";

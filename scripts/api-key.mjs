@@ -19,7 +19,8 @@ import { createHash, randomBytes } from "node:crypto";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { v7 as uuidv7 } from "uuid";
-import { Failure, parseJsonOutput, remoteConfig, wrangler } from "./lib/wrangler.mjs";
+import { Failure, wrangler } from "../tools/wrangler.ts";
+import { parseJsonOutput, remoteConfig } from "./lib/remote-d1.mjs";
 
 const SCOPES = ["webhooks:read", "webhooks:write"];
 const PREFIX_LENGTH = 12;

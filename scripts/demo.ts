@@ -3,9 +3,9 @@
  * `npm run demo`: Krafter at work, end to end, in about half a minute.
  *
  * It starts a relay of its own (`wrangler dev` on a free port with a temporary state
- * directory and a short RETRY_SCHEDULE, through test/e2e/harness.ts), so it works
+ * directory and a short RETRY_SCHEDULE, through tools/relay.ts), so it works
  * whether or not `npm start` is running and never touches your local data, and a small
- * loopback receiver standing in for your endpoints (test/support/receiver.ts). Then:
+ * loopback receiver standing in for your endpoints (tools/receiver.ts). Then:
  *
  *  1. an API key (`npm run api-key -- create`), a Stripe source with a signing secret and
  *     two destinations on the receiver, one for `invoice.*` and one for everything, all
@@ -24,8 +24,8 @@ import { randomBytes } from "node:crypto";
 import Stripe from "stripe";
 import { Webhook } from "standardwebhooks";
 import { krafterClient } from "../src/client.ts";
-import { startDev, type Dev } from "../test/e2e/harness.ts";
-import { startReceiver, type ReceiverHandle, type Received, type Step } from "../test/support/receiver.ts";
+import { startDev, type Dev } from "../tools/relay.ts";
+import { startReceiver, type ReceiverHandle, type Received, type Step } from "../tools/receiver.ts";
 
 const RETRY_SCHEDULE = "1,1,1";
 // The demo shows retries and the auto-disable at their own pace, so the circuit breaker
@@ -188,7 +188,7 @@ function cleanup(): Promise<void> {
 for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
   process.once(signal, () => {
     say(`\n${yellow(`Interrupted (${signal}): stopping the relay and the receiver…`)}`);
-    // Before startDev() has returned, the harness's exit hook stops wrangler.
+    // Before startDev() has returned, the launcher's exit hook stops wrangler.
     void cleanup().finally(() => process.exit(signal === "SIGINT" ? 130 : 143));
   });
 }

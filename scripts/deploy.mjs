@@ -4,7 +4,7 @@
  *
  * 1. Creates the queues wrangler.toml uses unless they exist.
  * 2. Creates the D1 database unless it exists, and resolves its id (wrangler.toml carries
- *    none: scripts/lib/wrangler.mjs writes wrangler.deploy.toml with it).
+ *    none: scripts/lib/remote-d1.mjs writes wrangler.deploy.toml with it).
  * 3. Refuses to go on unless the Worker has the secret ENCRYPTION_KEY (`wrangler secret
  *    list`). Given one in the environment (ENCRYPTION_KEY=… npm run deploy), it sets it.
  * 4. Applies the D1 migrations to the remote database.
@@ -17,7 +17,9 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { databaseName, Failure, findDatabaseId, parseJsonOutput, ROOT, wrangler, writeDeployConfig } from "./lib/wrangler.mjs";
+import { ROOT } from "../tools/process.ts";
+import { Failure, wrangler } from "../tools/wrangler.ts";
+import { databaseName, findDatabaseId, parseJsonOutput, writeDeployConfig } from "./lib/remote-d1.mjs";
 
 const SECRET = "ENCRYPTION_KEY";
 

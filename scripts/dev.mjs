@@ -12,25 +12,29 @@
  *    programmatic API instead, with PUBLIC_NETWORK bound (scripts/lib/dev-public-network.mjs):
  *    destinations are then reached through a network that refuses private addresses.
  *
+ * Wrangler dev is run by the project's one launcher (tools/wrangler.ts), in this terminal.
  * Extra arguments go to `wrangler dev`: `npm start -- --port 9000`.
  * `--persist-to DIR` (or KRAFTER_PERSIST_TO=DIR) keeps the local state in DIR instead of
  * .wrangler/state; it is passed to both the migrations and `wrangler dev`.
  */
-import { spawn } from "node:child_process";
 import { Transform } from "node:stream";
 import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
-import { delimiter, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join, resolve } from "node:path";
+import { ROOT } from "../tools/process.ts";
+import { applyMigrations, Failure, startWranglerDev } from "../tools/wrangler.ts";
 
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const DEV_VARS = join(ROOT, ".dev.vars");
 
-/** Splits out `--persist-to DIR` / `--persist-to=DIR`; everything else is for wrangler dev. */
+/**
+ * Splits out `--persist-to DIR` (npm start's own), `--port` and `--ip` (the launcher
+ * passes them, and asks that address when it is up); everything else is for wrangler dev.
+ */
 function parseArgs(argv) {
   const rest = [];
   let persistTo = process.env.KRAFTER_PERSIST_TO || undefined;
   let port = "8787";
+  let ip = null;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === "--persist-to") {
@@ -40,39 +44,24 @@ function parseArgs(argv) {
     } else if (arg.startsWith("--persist-to=")) {
       persistTo = arg.slice("--persist-to=".length);
       if (persistTo === "") fail("--persist-to needs a directory.");
+    } else if ((arg === "--port" || arg === "--ip") && argv[i + 1] !== undefined) {
+      if (arg === "--port") port = argv[++i];
+      else ip = argv[++i];
+    } else if (arg.startsWith("--port=")) {
+      port = arg.slice("--port=".length);
+    } else if (arg.startsWith("--ip=")) {
+      ip = arg.slice("--ip=".length);
     } else {
-      if (arg === "--port" && argv[i + 1] !== undefined) port = argv[i + 1];
-      else if (arg.startsWith("--port=")) port = arg.slice("--port=".length);
       rest.push(arg);
     }
   }
-  return { rest, persistTo: persistTo === undefined ? undefined : resolve(persistTo), port };
+  if (!/^\d+$/.test(port)) fail(`--port needs a number, not ${JSON.stringify(port)}.`);
+  return { rest, persistTo: persistTo === undefined ? undefined : resolve(persistTo), port: Number(port), ip };
 }
 
 function fail(message) {
   console.error(`npm start: ${message}`);
   process.exit(2);
-}
-
-function wranglerBin() {
-  const bin = join(ROOT, "node_modules", ".bin", process.platform === "win32" ? "wrangler.cmd" : "wrangler");
-  if (!existsSync(bin)) fail("wrangler is not installed: run `npm install` first.");
-  return bin;
-}
-
-function spawnWrangler(args, stdio) {
-  return spawnTool(wranglerBin(), args, stdio);
-}
-
-function spawnTool(command, args, stdio) {
-  return spawn(command, args, {
-    cwd: ROOT,
-    stdio,
-    shell: process.platform === "win32",
-    // The pinned Node (node_modules/.bin/node) first, so wrangler's `#!/usr/bin/env node`
-    // finds Node 22 even if this script was started with an older system Node.
-    env: { ...process.env, PATH: join(ROOT, "node_modules", ".bin") + delimiter + (process.env.PATH ?? "") },
-  });
 }
 
 function writeDevVarsIfMissing() {
@@ -166,16 +155,6 @@ function allowPrivateSetting(args, root = ROOT, env = process.env) {
 /** The Worker's own reading of the setting (src/config.ts). */
 const isOn = (value) => value === "true" || value === "1";
 
-/** Runs the local migrations. Its stdin is closed, so wrangler does not ask for confirmation. */
-function applyMigrations(persistTo) {
-  return new Promise((resolvePromise) => {
-    const args = ["d1", "migrations", "apply", "DB", "--local", ...(persistTo ? ["--persist-to", persistTo] : [])];
-    const child = spawnWrangler(args, ["ignore", "inherit", "inherit"]);
-    child.on("error", (err) => fail(`could not run wrangler: ${err.message}`));
-    child.on("close", (code, signal) => resolvePromise(code ?? (signal ? 1 : 0)));
-  });
-}
-
 /** A stream that masks ingest keys (`/in/src_…`) line by line. */
 export function redactIngestKeys() {
   let rest = "";
@@ -207,50 +186,66 @@ The key is the last line printed. Then:
 }
 
 async function main() {
-  const { rest, persistTo, port } = parseArgs(process.argv.slice(2));
+  const { rest, persistTo, port, ip } = parseArgs(process.argv.slice(2));
   writeDevVarsIfMissing();
 
-  const migrated = await applyMigrations(persistTo);
-  if (migrated !== 0) {
-    console.error("npm start: applying the local D1 migrations failed (see above).");
-    process.exit(migrated);
+  try {
+    await applyMigrations(persistTo);
+  } catch (err) {
+    console.error(`npm start: applying the local D1 migrations failed:\n${err instanceof Error ? err.message : String(err)}`);
+    process.exit(1);
   }
 
   printHowToGetAKey(persistTo, port);
 
-  // --test-scheduled: wrangler dev runs no cron triggers by itself, so the housekeeping
-  // cron (the sweep that re-queues what was saved but never queued, and retention) is
-  // fired here once a minute through /__scheduled, as Cloudflare would in production.
-  // wrangler's own request log prints each request's path, and an ingest path holds the
-  // source's ingest key (a credential): its output is passed on with the keys masked.
-  const devArgs = ["--test-scheduled", ...rest, ...(persistTo ? ["--persist-to", persistTo] : [])];
   // Private destinations off: the Worker gets PUBLIC_NETWORK, through wrangler's API (the
   // `wrangler dev` command cannot bind a network service), run by the pinned Node.
-  const dev = isOn(allowPrivateSetting(rest))
-    ? spawnWrangler(["dev", ...devArgs], ["inherit", "pipe", "pipe"])
-    : spawnTool("node", [join(ROOT, "scripts", "lib", "dev-public-network.mjs"), ...devArgs], ["inherit", "pipe", "pipe"]);
-  dev.stdout.pipe(redactIngestKeys()).pipe(process.stdout);
-  dev.stderr.pipe(redactIngestKeys()).pipe(process.stderr);
-  dev.on("error", (err) => fail(`could not run wrangler dev: ${err.message}`));
-  const cron = setInterval(() => {
-    fetch(`http://127.0.0.1:${port}/__scheduled?cron=${encodeURIComponent("* * * * *")}`, { signal: AbortSignal.timeout(30_000) })
-      .then((r) => r.arrayBuffer())
-      .catch(() => undefined); // not up yet, or restarting: the next tick will do
-  }, 60_000);
-  cron.unref();
-
-  // Forward signals sent to this process (kill, a supervisor) to wrangler dev, and exit
-  // the way it exits. A Ctrl-C in the terminal reaches wrangler directly as well.
-  const forward = (signal) => {
-    if (dev.exitCode === null && dev.signalCode === null) dev.kill(signal);
-  };
-  const signals = ["SIGINT", "SIGTERM", "SIGHUP"];
-  for (const s of signals) process.on(s, forward);
-  dev.on("close", (code, signal) => {
-    for (const s of signals) process.off(s, forward);
-    if (signal) process.kill(process.pid, signal);
-    else process.exit(code ?? 0);
+  // cronEveryMs: wrangler dev runs no cron triggers by itself, so the housekeeping cron
+  // (the sweep that re-queues what was saved but never queued, and retention) is fired
+  // once a minute through /__scheduled, as Cloudflare would in production.
+  // echo: wrangler's own request log prints each request's path, and an ingest path holds
+  // the source's ingest key (a credential): its output is passed on with the keys masked.
+  const stdout = redactIngestKeys();
+  const stderr = redactIngestKeys();
+  stdout.pipe(process.stdout);
+  stderr.pipe(process.stderr);
+  const starting = startWranglerDev({
+    port,
+    ip,
+    inspectorPort: null,
+    args: rest,
+    ...(persistTo ? { persistTo } : {}),
+    publicNetwork: !isOn(allowPrivateSetting(rest)),
+    foreground: true,
+    cronEveryMs: 60_000,
+    echo: { stdout, stderr },
+    // The first run bundles the Worker and starts workerd: give it time on a slow machine.
+    readyTimeoutMs: 180_000,
   });
+
+  // Until it is up, a signal (kill, a supervisor, Ctrl-C) ends this process, and the
+  // launcher's exit hook stops wrangler.
+  const early = (signal) => process.exit(signal === "SIGINT" ? 130 : signal === "SIGHUP" ? 129 : 143);
+  const signals = ["SIGINT", "SIGTERM", "SIGHUP"];
+  for (const s of signals) process.once(s, early);
+  let dev;
+  try {
+    dev = await starting;
+  } catch (err) {
+    // The launcher has stopped it; wrangler's output was shown as it came.
+    const why = err instanceof Error ? err.message.split("\n")[0] : String(err);
+    fail(err instanceof Failure ? err.message : why);
+  }
+  for (const s of signals) process.off(s, early);
+  console.log(`Krafter is up on ${dev.origin}`);
+
+  // Signals sent to this process go on to wrangler dev; this process exits the way it exits.
+  const forward = (signal) => dev.signal(signal);
+  for (const s of signals) process.on(s, forward);
+  const { code, signal } = await dev.exited;
+  for (const s of signals) process.off(s, forward);
+  if (signal) process.kill(process.pid, signal);
+  else process.exit(code ?? 0);
 }
 
 main().catch((err) => {

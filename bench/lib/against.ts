@@ -12,7 +12,7 @@
 import { existsSync } from "node:fs";
 import { symlink } from "node:fs/promises";
 import { join } from "node:path";
-import { ROOT, run } from "../../test/e2e/harness.ts";
+import { ROOT, run } from "../../tools/process.ts";
 
 export interface RefCheckout {
   ref: string;

@@ -1,5 +1,5 @@
 /**
- * The receiving end: mailboxes on the loopback receiver (test/support/receiver.ts), a
+ * The receiving end: mailboxes on the loopback receiver (tools/receiver.ts), a
  * count of arrivals kept in this process (no polling of growing mailboxes while a
  * phase runs), and the check that every expected delivery arrived exactly as sent.
  *
@@ -12,7 +12,7 @@
  */
 import type { IncomingMessage } from "node:http";
 import { Webhook } from "standardwebhooks";
-import { startReceiver, type ReceiverHandle, type Received, type Step } from "../../test/support/receiver.ts";
+import { startReceiver, type ReceiverHandle, type Received, type Step } from "../../tools/receiver.ts";
 import { sleep } from "./load.ts";
 
 export interface Mailbox {
@@ -64,7 +64,7 @@ export class Receiver {
     return new Receiver(await startReceiver());
   }
 
-  /** `spec`: how it answers (test/support/receiver.ts), 200 at once by default. */
+  /** `spec`: how it answers (tools/receiver.ts), 200 at once by default. */
   async mailbox(secret = "", spec: { repeat?: Step } = {}): Promise<Mailbox> {
     const res = await fetch(`${this.handle.origin}/control/mailboxes`, { method: "POST", body: JSON.stringify(spec) });
     const { id, url } = (await res.json()) as { id: string; url: string };

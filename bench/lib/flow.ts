@@ -10,7 +10,7 @@
  * - isolation: account B's ingest→delivery p50/p99 alone, then beside account A's endpoint
  *   that never answers (from A's first attempt on), and the ratio.
  */
-import type { Received } from "../../test/support/receiver.ts";
+import type { Received } from "../../tools/receiver.ts";
 import type { Receiver } from "./deliveries.ts";
 import { percentile, sleep } from "./load.ts";
 import { round1, round2, send } from "./phases.ts";

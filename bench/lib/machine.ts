@@ -6,7 +6,7 @@ import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
-import { ROOT } from "../../test/e2e/harness.ts";
+import { ROOT } from "../../tools/process.ts";
 
 const round2 = (n: number) => Math.round(n * 100) / 100;
 

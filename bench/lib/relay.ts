@@ -3,7 +3,8 @@
  * ingest URL with a provider's request.
  */
 import { createHmac, randomUUID } from "node:crypto";
-import { run, runApiKey } from "../../test/e2e/harness.ts";
+import { run } from "../../tools/process.ts";
+import { runApiKey } from "../../tools/wrangler.ts";
 
 export class RelayClient {
   readonly origin: string;

@@ -4,7 +4,8 @@
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { E2E_ENCRYPTION_KEY, ROOT } from "../../test/e2e/harness.ts";
+import { ROOT } from "../../tools/process.ts";
+import { E2E_ENCRYPTION_KEY } from "../../tools/relay.ts";
 
 export const QUICK = process.env.BENCH_QUICK === "1";
 const int = (name: string, fallback: number) => {

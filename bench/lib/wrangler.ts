@@ -1,7 +1,7 @@
 /**
  * Runs a Worker the way the benchmark compares them: `wrangler dev`, local, on a free
- * port, with its state in a fresh `--persist-to` directory and the flags of the e2e
- * harness (test/e2e/harness.ts), for the relay and the baselines alike.
+ * port, with its state in a fresh `--persist-to` directory, through the project's one
+ * launcher (tools/wrangler.ts), for the relay and the baselines alike.
  *
  * Each Worker runs from a snapshot: `wrangler deploy --dry-run --outdir` bundles it
  * (the code that would be deployed), and a copy of its wrangler.toml points `main` at
@@ -12,9 +12,9 @@
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { freePort, run, runWranglerDev, WRANGLER } from "../../test/e2e/harness.ts";
+import { freePort, run } from "../../tools/process.ts";
+import { applyMigrations, groupAlive, startWranglerDev, WRANGLER } from "../../tools/wrangler.ts";
 import { sampleTree, type CpuSample } from "./proc.ts";
-
 
 const READY_TIMEOUT_MS = 90_000;
 /** Wrangler's output kept per Worker (the newest): a few minutes of log lines, for the logs written at stop. */
@@ -55,7 +55,7 @@ export interface Runtime {
   stop(): Promise<void>;
 }
 
-/** wrangler dev of a snapshot config (the e2e harness's launcher); resolves once `GET /` answers 200. */
+/** wrangler dev of a snapshot config; resolves once `GET /` answers 200. */
 export async function startWorker(o: {
   label: string;
   config: string;
@@ -67,12 +67,12 @@ export async function startWorker(o: {
   await writeFile(envFile, "");
   let dev;
   try {
-    dev = await runWranglerDev({
+    dev = await startWranglerDev({
       port: await freePort(),
       persistTo: o.persistTo,
       envFile,
       vars: o.vars,
-      extraArgs: ["--config", o.config],
+      args: ["--config", o.config],
       readyTimeoutMs: READY_TIMEOUT_MS,
       outputLimit: OUTPUT_LIMIT,
     });
@@ -83,16 +83,16 @@ export async function startWorker(o: {
     // Its output beside its state (kept with BENCH_KEEP=1): what to read when a step fails.
     await writeFile(join(dirname(o.persistTo), `wrangler-${o.label.replace(/[^\w.-]+/g, "_")}.log`), dev.output()).catch(() => undefined);
     await dev.stop();
-    await groupGone(dev.pgid);
+    await groupGone(dev.pid);
   };
   return {
     label: o.label,
     origin: dev.origin,
-    inspectorPort: dev.inspectorPort,
-    pid: dev.pgid,
+    inspectorPort: dev.inspectorPort!,
+    pid: dev.pid,
     config: o.config,
     persistTo: o.persistTo,
-    cpu: () => sampleTree(dev.pgid),
+    cpu: () => sampleTree(dev.pid),
     output: dev.output,
     stop,
   };
@@ -105,20 +105,12 @@ export async function startWorker(o: {
  */
 async function groupGone(pgid: number, maxMs = 15_000): Promise<void> {
   const deadline = Date.now() + maxMs;
-  while (Date.now() < deadline) {
-    try {
-      process.kill(-pgid, 0);
-    } catch {
-      return;
-    }
-    await sleep(50);
-  }
+  while (Date.now() < deadline && groupAlive(pgid)) await sleep(50);
 }
 
 /** Applies the D1 migrations of a snapshot config to a state directory. */
-export async function migrate(config: string, persistTo: string): Promise<void> {
-  const r = await run(WRANGLER, ["d1", "migrations", "apply", "DB", "--local", "--config", config, "--persist-to", persistTo], { timeoutMs: 180_000 });
-  if (r.code !== 0) throw new Error(`migrations failed (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
+export function migrate(config: string, persistTo: string): Promise<void> {
+  return applyMigrations(persistTo, config);
 }
 
 /** Runs SQL from a file against the local D1 of a state directory. */

@@ -26,7 +26,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Received } from "../support/receiver";
 import { startReceiver, type ReceiverHandle } from "../support/receiver";
 import { Api, openMailbox, waitFor } from "./flow";
-import { applyMigrations, childEnv, DEFAULT_VARS, freePort, ROOT, run, runApiKey, runWranglerDev, type WranglerDevProcess } from "./harness";
+import { applyMigrations, childEnv, DEFAULT_VARS, freePort, ROOT, run, runApiKey, startWranglerDev, type WranglerDev } from "./harness";
 
 const CLI = join(ROOT, "bin", "krafter.mjs");
 
@@ -45,7 +45,7 @@ let receiver: ReceiverHandle;
 let persistTo: string;
 let envFile: string;
 let port: number;
-let relay: WranglerDevProcess;
+let relay: WranglerDev;
 let origin: string;
 let key: string;
 let api: Api;
@@ -53,7 +53,7 @@ let stateDir: string;
 const clis = new Set<Cli>();
 
 async function startRelay(): Promise<void> {
-  relay = await runWranglerDev({ port, persistTo, envFile, vars: { ...DEFAULT_VARS } });
+  relay = await startWranglerDev({ port, persistTo, envFile, vars: { ...DEFAULT_VARS } });
   origin = relay.origin;
 }
 
