@@ -107,7 +107,7 @@ describe("npm run deploy from a clean account", () => {
     const second = b.calls.slice(a.calls.length);
     expect(second.filter((c) => c.startsWith("d1 create") || c.startsWith("secret put"))).toEqual([]);
     expect(second.slice(-2)).toEqual(["d1 migrations apply DB --remote --config", "deploy --config"]);
-    expect(b.queues).toHaveLength(6);
+    expect(b.queues).toHaveLength(7);
   });
 
   it("refuses an ENCRYPTION_KEY that is not the base64 of 32 bytes", async () => {
