@@ -84,8 +84,8 @@ interface Ready extends Waiting {
   eventBytes: number;
   attemptCount: number;
   attemptsInRun: number;
-  /** The gate's slot for this start is this many ms away (under a second). */
-  startInMs?: number;
+  /** The gate's slot for this start (epoch ms, under a second away when admitted). */
+  startAt?: number;
 }
 
 /** How each attempt of a wave ended, for the destinations' gates. */
@@ -290,7 +290,7 @@ async function gateWave(
       const admittedHere = admissions.some((a) => a.kind === "go");
       admissions.forEach((a, i) => {
         const r = rs[i]!;
-        if (a.kind === "go") go.push(a.startInMs > 0 ? { ...r, startInMs: a.startInMs } : r);
+        if (a.kind === "go") go.push(a.startInMs > 0 ? { ...r, startAt: Date.now() + a.startInMs } : r);
         // This invocation holds permits of that destination: the rest wait here for the
         // next wave (its permits come back at this wave's end), costing no message.
         else if (a.reason === "in_flight" && admittedHere) later.push(r);
@@ -382,9 +382,17 @@ function runWave(
         stall(unstarted);
       }
     }, SLOW_MS / 4);
+    // A start the gate gave a slot under a second away waits for it here, holding no connection.
+    let timer: ReturnType<typeof setTimeout> | undefined;
     const pump = () => {
+      const now = Date.now();
+      let nextAt = Infinity;
       for (let i = 0; i < queue.length && inFlight.size < slots; i++) {
         const r = queue[i]!;
+        if (r.startAt !== undefined && r.startAt > now) {
+          nextAt = Math.min(nextAt, r.startAt);
+          continue;
+        }
         const busy = perDestination.get(r.destination.id) ?? 0;
         if (busy >= PER_DESTINATION) continue;
         queue.splice(i--, 1);
@@ -406,8 +414,15 @@ function runWave(
             pump();
           });
       }
-      if (inFlight.size === 0) {
+      if (nextAt !== Infinity && timer === undefined) {
+        timer = setTimeout(() => {
+          timer = undefined;
+          pump();
+        }, nextAt - now);
+      }
+      if (inFlight.size === 0 && queue.length === 0) {
         clearInterval(watchdog);
+        if (timer !== undefined) clearTimeout(timer);
         resolve();
       }
     };
@@ -417,7 +432,6 @@ function runWave(
 
 /** One attempt and its settlement: the records written, then what to tell the queue. */
 async function attemptAndSettle(s: Services, limiter: Limiter, writers: RecordWriters, health: ReturnType<typeof healthReports>, r: Ready, ends: GateEnds, lane: Lane): Promise<Settle> {
-  if (r.startInMs !== undefined && r.startInMs > 0) await new Promise((go) => setTimeout(go, r.startInMs));
   const outcome: Outcome = await attempt(s, limiter, {
     destination: r.destination,
     event: r.event,

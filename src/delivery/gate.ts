@@ -15,8 +15,9 @@
  *    still exhaust, and auto-disable still comes after 10 of them), and a success among
  *    them closes the breaker. Then half-open: one trial starts; its success closes the
  *    breaker, its failure opens it again. Re-enabling a destination closes it.
- * 2. In flight: at most `maxInFlight` permits out at once (MAX_IN_FLIGHT_PER_DESTINATION).
- *    A permit is returned with the attempt's outcome, or lapses after its lease.
+ * 2. In flight: at most `maxInFlight` attempts at once (MAX_IN_FLIGHT_PER_DESTINATION),
+ *    counted at the delivery's start (its rate slot, if any: inFlightAt). A permit is
+ *    returned with the attempt's outcome, or lapses after its lease.
  * 3. Rate limit: starts are spaced 1000 / rate_limit ms apart (a generic cell rate
  *    algorithm with no burst): a delivery gets the next free slot, kept for it while it
  *    waits, so over any 10 s no more than 10 × rate_limit + 1 attempts start.
@@ -100,6 +101,8 @@ export interface GateState {
   meanMs: number;
   /** One attempt has answered within SLOW_ATTEMPT_MS: the destination may leave the slow lane. */
   proven?: boolean;
+  /** The start of each permit given for a rate slot still ahead (inFlightAt). */
+  starts?: Record<string, number>;
 }
 
 export const emptyGate = (): GateState => ({
@@ -108,11 +111,14 @@ export const emptyGate = (): GateState => ({
   leases: {},
   buckets: [],
   breaker: { state: "closed", until: 0, openMs: BREAKER_OPEN_MS, trial: null },
-  meanMs: 1_000,
+  // A prior, until attempts are timed: short, so that a rate limit's next second of starts
+  // is not taken for attempts in flight together (inFlightAt).
+  meanMs: 100,
 });
 
 function sweep(g: GateState, now: number): void {
   for (const [id, until] of Object.entries(g.leases)) if (until <= now) delete g.leases[id];
+  if (g.starts) for (const [id, at] of Object.entries(g.starts)) if (at <= now || g.leases[id] === undefined) delete g.starts[id];
   for (const [id, at] of Object.entries(g.reserved)) if (at < now - RESERVATION_TTL_MS) delete g.reserved[id];
   g.buckets = g.buckets.filter((b) => b.at > now - BREAKER_WINDOW_MS);
   const b = g.breaker;
@@ -141,6 +147,22 @@ export function isSlow(g: GateState, leaseMs: number, now: number, startSlow = f
   return false;
 }
 
+/**
+ * Attempts in flight at `at` (now, or a rate slot under a second away): every permit whose
+ * attempt has started and not come back, and those starting before `at` that are not
+ * expected to be done by then (the mean attempt time). Without it, a rate limit's starts
+ * scheduled over the next second would count as in flight from now: at 20/s, 20 permits
+ * for attempts of a few ms, and the cap of 10 halved the rate.
+ */
+function inFlightAt(g: GateState, at: number, now: number): number {
+  let n = 0;
+  for (const id of Object.keys(g.leases)) {
+    const start = g.starts?.[id];
+    if (start === undefined || start <= now || (start <= at && start + g.meanMs > at)) n++;
+  }
+  return n;
+}
+
 /** Which of these deliveries start now (and after how many ms), and how long the others wait. */
 export function admit(g: GateState, cfg: GateConfig, items: GateItem[], now: number): Admission[] {
   sweep(g, now);
@@ -151,14 +173,15 @@ export function admit(g: GateState, cfg: GateConfig, items: GateItem[], now: num
     if (!retry && b.state === "open") return { kind: "hold", waitMs: b.until - now, reason: "circuit_open" };
     if (!retry && b.state === "half_open" && b.trial !== null && b.trial !== id) return { kind: "hold", waitMs: Math.max(IN_FLIGHT_WAIT_MS, b.until - now), reason: "circuit_open" };
     const holding = g.leases[id] !== undefined;
-    if (!holding && Object.keys(g.leases).length >= cfg.maxInFlight) {
+    // Under a rate limit the start is the delivery's slot (kept for it while it waits).
+    const slot = cfg.rateLimit === null ? now : (g.reserved[id] ?? Math.max(now, g.nextSlot));
+    if (!holding && inFlightAt(g, slot, now) >= cfg.maxInFlight) {
       // Spread the waits so those held come back about as permits free up.
       const waitMs = Math.max(IN_FLIGHT_WAIT_MS, g.meanMs * (1 + Math.floor(heldForFlight++ / Math.max(1, cfg.maxInFlight))));
       return { kind: "hold", waitMs, reason: "in_flight" };
     }
     let startAt = now;
     if (cfg.rateLimit !== null) {
-      const slot = g.reserved[id] ?? Math.max(now, g.nextSlot);
       if (g.reserved[id] === undefined) {
         g.nextSlot = slot + 1000 / cfg.rateLimit;
         g.reserved[id] = slot;
@@ -168,6 +191,7 @@ export function admit(g: GateState, cfg: GateConfig, items: GateItem[], now: num
       startAt = slot;
     }
     g.leases[id] = startAt + cfg.leaseMs;
+    if (startAt > now) (g.starts ??= {})[id] = startAt;
     if (b.state === "half_open" && !retry) {
       b.trial = id;
       b.until = startAt + cfg.leaseMs;
@@ -180,6 +204,7 @@ export function admit(g: GateState, cfg: GateConfig, items: GateItem[], now: num
 export function release(g: GateState, deliveryId: string, end: AttemptEnd, durationMs: number, now: number, bc: BreakerConfig = DEFAULT_BREAKER): void {
   sweep(g, now);
   delete g.leases[deliveryId];
+  if (g.starts) delete g.starts[deliveryId];
   if (end === "none") {
     if (g.breaker.trial === deliveryId) g.breaker.trial = null;
     return;

@@ -51,6 +51,24 @@ describe("rate limit", () => {
 });
 
 describe("in-flight cap", () => {
+  it("counts attempts at their start: a rate limit's next second of slots is not in flight together, so 20/s under a cap of 10 starts 20 a second", () => {
+    const g = emptyGate();
+    const c = cfg({ rateLimit: 20, maxInFlight: 10 });
+    const a = admit(g, c, first(ids(20)), 0);
+    expect(a.every((x) => x.kind === "go")).toBe(true);
+    expect(a.map((x) => (x.kind === "go" ? x.startInMs : -1))).toEqual(Array.from({ length: 20 }, (_, i) => i * 50));
+    // Attempts slower than the spacing do overlap, and then the cap holds them.
+    const slow = emptyGate();
+    for (const id of ids(5, 100)) {
+      admit(slow, cfg({ maxInFlight: 1000 }), first([id]), 0);
+      release(slow, id, "succeeded", 900, 900);
+    }
+    expect(slow.meanMs).toBeGreaterThan(500);
+    const b = admit(slow, c, first(ids(20)), 1_000);
+    expect(b.filter((x) => x.kind === "go")).toHaveLength(10);
+    expect(b.filter((x) => x.kind === "hold" && x.reason === "in_flight")).toHaveLength(10);
+  });
+
   it("at most maxInFlight permits out across callers; a permit returned or lapsed lets the next one start", () => {
     const g = emptyGate();
     const c = cfg({ maxInFlight: 3, leaseMs: 10_000 });
