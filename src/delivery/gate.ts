@@ -23,7 +23,9 @@
  *    waits, so over any 10 s no more than 10 × rate_limit + 1 attempts start.
  * 0. Lane: a slow destination (its circuit not closed, its attempts taking over
  *    SLOW_ATTEMPT_MS on average, one of them in flight for longer than that, or none of
- *    them ever answered within it: a new destination starts slow) is not
+ *    them ever answered within it: a new destination sends one probe to the slow lane
+ *    and the rest of its deliveries wait a second, until an answer within
+ *    SLOW_ATTEMPT_MS proves it) is not
  *    attempted from the shared deliver queues: its deliveries move to the slow lane (the
  *    deliver-slow queue) at once, and wait there for 1–3. So a batch of the shared queues
  *    never waits on a dead endpoint's timeouts after its first ones, whatever the platform
@@ -40,6 +42,8 @@ export const BREAKER_OPEN_MS = 30_000;
 export const BREAKER_OPEN_MAX_MS = 300_000;
 /** A destination whose attempts take longer than this (on average, or one in flight now) is slow: the slow lane's. */
 export const SLOW_ATTEMPT_MS = 1_000;
+/** A probe of a destination not proven yet (startSlow) is sent again after this long without an answer. */
+const PROBE_MS = 5_000;
 /** A delivery held for the in-flight cap asks again after about this long, at least. */
 const IN_FLIGHT_WAIT_MS = 1_000;
 /** Slots reserved for deliveries that never came back are forgotten after this. */
@@ -101,6 +105,10 @@ export interface GateState {
   meanMs: number;
   /** One attempt has answered within SLOW_ATTEMPT_MS: the destination may leave the slow lane. */
   proven?: boolean;
+  /** When a delivery of a destination not proven yet last went to the slow lane to find out. */
+  probeAt?: number;
+  /** An attempt has ended (proving the destination fast, or not). */
+  probed?: boolean;
   /** The start of each permit given for a rate slot still ahead (inFlightAt). */
   starts?: Record<string, number>;
 }
@@ -140,8 +148,8 @@ export interface GateItem {
 }
 
 /** Whether this destination's attempts belong in the slow lane now (0. above). */
-export function isSlow(g: GateState, leaseMs: number, now: number, startSlow = false): boolean {
-  if (g.breaker.state !== "closed" || g.meanMs > SLOW_ATTEMPT_MS || (startSlow && !g.proven)) return true;
+export function isSlow(g: GateState, leaseMs: number, now: number): boolean {
+  if (g.breaker.state !== "closed" || g.meanMs > SLOW_ATTEMPT_MS) return true;
   // A lease ends leaseMs after its attempt's start.
   for (const until of Object.values(g.leases)) if (until - leaseMs < now - SLOW_ATTEMPT_MS) return true;
   return false;
@@ -166,7 +174,16 @@ function inFlightAt(g: GateState, at: number, now: number): number {
 /** Which of these deliveries start now (and after how many ms), and how long the others wait. */
 export function admit(g: GateState, cfg: GateConfig, items: GateItem[], now: number): Admission[] {
   sweep(g, now);
-  if (cfg.lane === "shared" && isSlow(g, cfg.leaseMs, now, cfg.startSlow)) return items.map(() => ({ kind: "hold", waitMs: 0, reason: "slow" }));
+  if (cfg.lane === "shared" && isSlow(g, cfg.leaseMs, now)) return items.map(() => ({ kind: "hold", waitMs: 0, reason: "slow" }));
+  // Tried and not proven (no answer, or a slow one): the slow lane's.
+  if (cfg.lane === "shared" && cfg.startSlow && !g.proven && g.probed) return items.map(() => ({ kind: "hold", waitMs: 0, reason: "slow" }));
+  if (cfg.lane === "shared" && cfg.startSlow && !g.proven) {
+    // Not known to answer yet: one delivery goes to the slow lane to find out (a probe at a
+    // time, a new one once the last has been out for PROBE_MS); the others wait a second
+    // here, and come back to a destination proven fast, or found slow.
+    const probing = g.probeAt !== undefined && g.probeAt > now - PROBE_MS;
+    return items.map((_, i): Admission => (i === 0 && !probing ? ((g.probeAt = now), { kind: "hold", waitMs: 0, reason: "slow" }) : { kind: "hold", waitMs: IN_FLIGHT_WAIT_MS, reason: "in_flight" }));
+  }
   let heldForFlight = 0;
   return items.map(({ id, retry }): Admission => {
     const b = g.breaker;
@@ -211,6 +228,7 @@ export function release(g: GateState, deliveryId: string, end: AttemptEnd, durat
   }
   g.meanMs = Math.round(g.meanMs * 0.8 + Math.max(1, durationMs) * 0.2);
   if ((end === "succeeded" || end === "answered") && durationMs <= SLOW_ATTEMPT_MS) g.proven = true;
+  g.probed = true;
   const b = g.breaker;
   if (b.state !== "closed" && (end === "succeeded" || end === "answered")) {
     // The endpoint answers again (a trial, or a retry that went ahead meanwhile).

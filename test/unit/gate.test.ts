@@ -180,10 +180,17 @@ describe("lanes", () => {
   it("startSlow: a destination none of whose attempts has answered within SLOW_ATTEMPT_MS is slow; one fast answer proves it", () => {
     const g = emptyGate();
     const c = cfg({ lane: "shared", startSlow: true });
-    expect(admit(g, c, first(["a"]), 0)[0]).toEqual({ kind: "hold", waitMs: 0, reason: "slow" });
+    // One probe to the slow lane; the others wait a second where they are.
+    expect(admit(g, c, first(["a", "a2"]), 0)).toEqual([
+      { kind: "hold", waitMs: 0, reason: "slow" },
+      { kind: "hold", waitMs: 1_000, reason: "in_flight" },
+    ]);
+    expect(admit(g, c, first(["a2"]), 500)[0]).toEqual({ kind: "hold", waitMs: 1_000, reason: "in_flight" });
     expect(admit(g, cfg({ lane: "slow", startSlow: true }), first(["a"]), 0)[0]!.kind).toBe("go");
     release(g, "a", "failed", 300, 300); // refused at once: no answer proves nothing
     expect(g.proven).toBeUndefined();
+    // Tried and not proven: everything of it goes to the slow lane.
+    expect(admit(g, c, first(["a2"]), 400)[0]).toEqual({ kind: "hold", waitMs: 0, reason: "slow" });
     admit(g, cfg({ lane: "slow" }), first(["b"]), 400);
     release(g, "b", "answered", SLOW_ATTEMPT_MS + 1, 400 + SLOW_ATTEMPT_MS + 1); // answered, but slowly
     expect(g.proven).toBeUndefined();
