@@ -153,6 +153,10 @@ describe("isolation", () => {
     const dA = await a.createDestination(srcA.id, { url: dead.url });
     const dB = await b.createDestination(srcB.id, { url: live.url });
 
+    // A new destination's first deliveries wait for its probe (delivery/gate.ts): one of
+    // B's events goes first, so both of B's runs measure a destination known to answer.
+    const warm = await sendEvents(srcB.ingest_url, 1, 1, event("evt_warm"));
+    await deliveredWithin(live, warm.accepted, dB.secret, srcB.id);
     // B alone, paced as a provider sends (4 at a time).
     const idle = await sendEvents(srcB.ingest_url, 50, 4, event("evt_idle"));
     const alone = await deliveredWithin(live, idle.accepted, dB.secret, srcB.id);
