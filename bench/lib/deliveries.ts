@@ -71,6 +71,11 @@ export class Receiver {
     return { id, url, secret };
   }
 
+  /** How a mailbox answers from now on (test/support/receiver.ts). */
+  async script(mailbox: Mailbox, spec: { repeat?: Step }): Promise<void> {
+    await fetch(`${this.handle.origin}/control/mailboxes/${mailbox.id}`, { method: "PUT", body: JSON.stringify(spec) });
+  }
+
   arrived(mailboxes: Mailbox[]): number {
     return mailboxes.reduce((n, m) => n + (this.arrivals.get(m.id) ?? 0), 0);
   }
