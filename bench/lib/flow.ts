@@ -16,6 +16,7 @@ import { percentile, sleep } from "./load.ts";
 import { round1, round2, send } from "./phases.ts";
 import { RelayClient, samplePayload } from "./relay.ts";
 import { note, RUN } from "./settings.ts";
+import { mostInWindow } from "../../tools/windows.ts";
 
 export interface FlowFigures {
   rateLimit: { setting: number; events: number; delivered: number; measuredPerSecond: number; ratioToSetting: number; most10s: number; allowed10s: number };
@@ -24,15 +25,6 @@ export interface FlowFigures {
   problems: string[];
 }
 
-function mostInWindow(instants: number[], ms: number): number {
-  const t = [...instants].sort((x, y) => x - y);
-  let most = 0;
-  for (let i = 0, j = 0; i < t.length; i++) {
-    while (t[i]! - t[j]! >= ms) j++;
-    most = Math.max(most, i - j + 1);
-  }
-  return most;
-}
 
 /** First 2xx arrival per webhook-id at a mailbox. */
 function firstOk(reqs: Received[]): Map<string, number> {

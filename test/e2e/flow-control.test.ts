@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startReceiver, type ReceiverHandle } from "../support/receiver";
 import { Api, openMailbox, percentile, sendEvents, verifyDeliveries, waitFor, type Sent } from "./flow";
 import { startDev, type Dev } from "./harness";
+import { mostInWindow } from "../../tools/windows";
 
 let dev: Dev;
 let receiver: ReceiverHandle;
@@ -30,16 +31,6 @@ afterAll(async () => {
 
 const event = (prefix: string) => (i: number) => ({ type: "invoice.paid", body: { id: `${prefix}_${i}`, type: "invoice.paid", data: { n: i } } });
 
-/** The most of these instants that fall in any window of `ms`. */
-function mostInWindow(instants: number[], ms: number): number {
-  const t = [...instants].sort((x, y) => x - y);
-  let most = 0;
-  for (let i = 0, j = 0; i < t.length; i++) {
-    while (t[i]! - t[j]! >= ms) j++;
-    most = Math.max(most, i - j + 1);
-  }
-  return most;
-}
 
 /** Ingest→receipt latencies of each event: its first 200 at the receiver against the moment its ingest request was sent. */
 async function deliveredWithin(box: Awaited<ReturnType<typeof openMailbox>>, sent: Sent[], secret: string, sourceId: string) {

@@ -14,6 +14,7 @@ import type { DeliverMessage } from "../../src/delivery/messages";
 import { partitionName } from "../../src/store/ids";
 import { createAccount, createDestination, createSource, eventually, mailbox, type Account } from "../helpers/api";
 import { attemptRows, deliveryRow, destinationRow, eventPartition, insertDelivery, insertEvent, partition } from "../helpers/delivery";
+import { mostInWindow } from "../../tools/windows";
 
 const e = env as unknown as Env;
 let account: Account;
@@ -31,16 +32,6 @@ async function evict(destinationId: string): Promise<void> {
   }).catch(() => undefined);
 }
 
-/** The most of these instants in any window of `ms`. */
-function mostInWindow(instants: number[], ms: number): number {
-  const t = [...instants].sort((x, y) => x - y);
-  let most = 0;
-  for (let i = 0, j = 0; i < t.length; i++) {
-    while (t[i]! - t[j]! >= ms) j++;
-    most = Math.max(most, i - j + 1);
-  }
-  return most;
-}
 
 /** `n` events of the source, received `agoMs` ago in this order, each with a pending delivery to the destination. */
 async function seed(destinationId: string, n: number, agoMs = 5_000): Promise<DeliverMessage[]> {
