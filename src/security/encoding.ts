@@ -37,12 +37,13 @@ export function hexToBytes(hex: string): Uint8Array | null {
   return out;
 }
 
-/** Constant-time comparison of two byte strings. */
+/**
+ * The runtime's constant-time comparison (`crypto.subtle.timingSafeEqual`), false for
+ * different lengths, on which it throws: only the length shows in the time taken, and a
+ * signature's length is public (fixed by its algorithm).
+ */
 export function timingSafeEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
-  return diff === 0;
+  return a.byteLength === b.byteLength && crypto.subtle.timingSafeEqual(a, b);
 }
 
 export async function sha256Hex(text: string): Promise<string> {
