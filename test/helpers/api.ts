@@ -1,14 +1,19 @@
 /**
- * Test helpers that run inside workerd: accounts and keys straight into the real D1,
- * requests through the Worker's own fetch handler, and the loopback receiver's
- * control API (mailboxes and DNS answers).
+ * Test helpers that run inside workerd: accounts and keys straight into the real D1
+ * (through drizzle, with the app's schema), requests through the Worker's own fetch
+ * handler (typed, with the client of src/client.ts, or raw with call()), and the
+ * loopback receiver's control API (mailboxes and DNS answers).
  */
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
+import { eq } from "drizzle-orm";
 import { expect } from "vitest";
+import { krafterClient } from "../../src/client";
 import worker from "../../src/index";
 import type { Env } from "../../src/config";
+import { database } from "../../src/db/client";
 import { newId } from "../../src/db/ids";
+import { accounts, apiKeys, destinations } from "../../src/db/schema";
 import { generateApiKey, hashApiKey, type Scope } from "../../src/security/api-keys";
 import type { Received, Step } from "../support/receiver";
 
@@ -27,11 +32,12 @@ export interface Account {
 
 let counter = 0;
 
+/** The D1 database through drizzle, with the app's schema: how tests seed and change rows. */
+export const db = () => database(env.DB);
+
 export async function createAccount(scopes: Scope[] = ["webhooks:read", "webhooks:write"]): Promise<Account> {
   const id = newId();
-  await env.DB.prepare("INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)")
-    .bind(id, `acct-${id}-${counter++}`, Date.now())
-    .run();
+  await db().insert(accounts).values({ id, name: `acct-${id}-${counter++}`, createdAt: Date.now() }).run();
   const { key, keyId } = await addKey(id, scopes);
   return { id, key, keyId };
 }
@@ -39,12 +45,21 @@ export async function createAccount(scopes: Scope[] = ["webhooks:read", "webhook
 export async function addKey(accountId: string, scopes: Scope[]): Promise<{ key: string; keyId: string }> {
   const key = generateApiKey();
   const keyId = newId();
-  await env.DB.prepare(
-    "INSERT INTO api_keys (id, account_id, prefix, key_hash, scopes, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-  )
-    .bind(keyId, accountId, key.slice(0, 12), await hashApiKey(key), scopes.join(","), Date.now())
+  await db()
+    .insert(apiKeys)
+    .values({ id: keyId, accountId, prefix: key.slice(0, 12), keyHash: await hashApiKey(key), scopes: scopes.join(","), createdAt: Date.now() })
     .run();
   return { key, keyId };
+}
+
+/** Revokes a key, as `npm run api-key revoke` would. */
+export async function revokeKey(keyId: string): Promise<void> {
+  await db().update(apiKeys).set({ revokedAt: Date.now() }).where(eq(apiKeys.id, keyId)).run();
+}
+
+/** Sets columns of a destination row directly (state the API cannot reach: failure_count, a rotation's age, a tampered ciphertext). */
+export async function setDestination(id: string, values: Partial<typeof destinations.$inferInsert>): Promise<void> {
+  await db().update(destinations).set(values).where(eq(destinations.id, id)).run();
 }
 
 /** The bindings with some configuration changed, for one request. */
@@ -61,7 +76,37 @@ export interface CallOptions {
   env?: Env;
 }
 
-/** Calls the Worker's fetch handler, as a request from outside would. */
+/** A fetch that goes into the Worker's own fetch handler, as a request from outside would (and waits for its waitUntil work). */
+export function workerFetch(e: Env = env as unknown as Env): typeof fetch {
+  return async (input, init) => {
+    const ctx = createExecutionContext();
+    const res = await worker.fetch(new Request(input, init) as Request<unknown, IncomingRequestCfProperties>, e, ctx);
+    await waitOnExecutionContext(ctx);
+    return res;
+  };
+}
+
+/**
+ * The typed client (src/client.ts) as `who` (an account or a bare key), into the Worker's
+ * fetch handler: paths, request bodies and response bodies are checked by the compiler.
+ */
+export function clientFor(who: Pick<Account, "key"> | string, opts: { env?: Env } = {}) {
+  return krafterClient(ORIGIN, typeof who === "string" ? who : who.key, { fetch: workerFetch(opts.env) });
+}
+
+export type Client = ReturnType<typeof clientFor>;
+
+/** The routes of one source, through the typed client. */
+export const sourceApi = (c: Client, sourceId: string) => c.api.v1.webhooks.sources[":source_id"];
+/** The destinations of a source, through the typed client. */
+export const destinationsApi = (c: Client) => c.api.v1.webhooks.sources[":source_id"].destinations;
+
+/**
+ * Calls the Worker's fetch handler with any method, path, headers and body, as a request
+ * from outside would. For what the typed client cannot send: malformed JSON, wrong types,
+ * unknown fields, missing or odd authorization, unknown routes and methods. Everything
+ * else goes through clientFor().
+ */
 export async function call(method: string, path: string, opts: CallOptions = {}): Promise<Response> {
   const headers = new Headers(opts.headers);
   if (opts.key) headers.set("authorization", `Bearer ${opts.key}`);
@@ -85,24 +130,24 @@ export async function json<T = any>(res: Response): Promise<T> {
   return (await res.json()) as T;
 }
 
-export async function createSource(account: Account, body: Record<string, unknown> = { name: "stripe prod" }) {
-  const res = await call("POST", "/api/v1/webhooks/sources", { key: account.key, body });
+type Json<F extends (...args: never[]) => unknown> = Parameters<F>[0] extends { json: infer J } ? J : never;
+export type SourceInput = Json<Client["api"]["v1"]["webhooks"]["sources"]["$post"]>;
+export type DestinationInput = Json<ReturnType<typeof destinationsApi>["$post"]>;
+
+/** A source made through the API (typed client); its ingest_url is a string, as the key may write. */
+export async function createSource(account: Pick<Account, "key">, body: SourceInput = { name: "stripe prod" }) {
+  const res = await clientFor(account).api.v1.webhooks.sources.$post({ json: body });
   if (res.status !== 201) throw new Error(`createSource: ${res.status} ${await res.text()}`);
-  return (await json(res)).data as { id: string; ingest_url: string; name: string; provider: string };
+  const { data } = await res.json();
+  if (data.ingest_url === null) throw new Error("createSource: no ingest_url (an alerts source, or a read-only key)");
+  return { ...data, ingest_url: data.ingest_url };
 }
 
-export async function createDestination(account: Account, sourceId: string, body: Record<string, unknown>) {
-  const res = await call("POST", `/api/v1/webhooks/sources/${sourceId}/destinations`, { key: account.key, body });
+/** A destination made through the API (typed client), with the secret that only this response carries. */
+export async function createDestination(account: Pick<Account, "key">, sourceId: string, body: DestinationInput, opts: { env?: Env } = {}) {
+  const res = await destinationsApi(clientFor(account, opts)).$post({ param: { source_id: sourceId }, json: body });
   if (res.status !== 201) throw new Error(`createDestination: ${res.status} ${await res.text()}`);
-  return (await json(res)).data as {
-    id: string;
-    source_id: string;
-    url: string;
-    secret: string;
-    event_filter: string[];
-    enabled: boolean;
-    failure_count: number;
-  };
+  return (await res.json()).data;
 }
 
 // ---- the loopback receiver ----
@@ -145,6 +190,32 @@ export async function eventually<T>(check: () => Promise<T | undefined>, timeout
 
 export interface Envelope {
   error: { code: string; message: string; details?: { field: string; code: string; message: string }[]; request_id?: string };
+}
+
+/** The error of an answer: the typed client knows only the success bodies, so errors are read as the envelope. */
+export async function errorOf(res: { json(): Promise<unknown> }): Promise<Envelope["error"]> {
+  return ((await res.json()) as Envelope).error;
+}
+
+/**
+ * GET …/events/:event_id, as the API documents it. The route writes its body itself (the
+ * stored payload spliced in as is), so the typed client sees `unknown` there.
+ */
+export interface EventDetail {
+  id: string;
+  source_id: string;
+  type: string;
+  status: string;
+  received_at: string;
+  payload: unknown;
+  headers: Record<string, string>;
+  deliveries: {
+    destination_id: string;
+    status: string;
+    attempt_count: number;
+    last_attempt_at: string | null;
+    last_attempt: { id: string; number: number; outcome: string; status_code: number | null; error: string | null; duration_ms: number; created_at: string } | null;
+  }[];
 }
 
 /** The one error envelope: asserts status, code and shape (no stack trace), and returns the body. */

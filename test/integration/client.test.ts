@@ -1,18 +1,10 @@
 /** The typed client (src/client.ts) against the Worker: paths, bodies and responses typed end to end. */
 import { describe, expect, it } from "vitest";
 import { krafterClient } from "../../src/client";
-import { call, createAccount, mailbox } from "../helpers/api";
+import { createAccount, mailbox, workerFetch } from "../helpers/api";
 
 /** Sends the client's requests to the Worker's fetch handler, as the network would. */
-const viaWorker: typeof fetch = async (input, init) => {
-  const req = new Request(input, init);
-  const url = new URL(req.url);
-  return call(req.method, url.pathname + url.search, {
-    key: null,
-    headers: Object.fromEntries(req.headers),
-    ...(req.body ? { raw: await req.text() } : {}),
-  });
-};
+const viaWorker = workerFetch();
 
 describe("krafterClient", () => {
   it("creates a source and a destination, lists, tests and reads back, typed", async () => {

@@ -11,19 +11,24 @@ import { bytesToBase64 } from "../../src/security/encoding";
 import {
   addKey,
   call,
+  clientFor,
   createAccount,
   createDestination,
   createSource,
+  destinationsApi,
   envWith,
+  errorOf,
+  type EventDetail,
   eventually,
-  json,
   mailbox,
+  setDestination,
   setDns,
   type Account,
+  type DestinationInput,
   RFC3339,
   UUID,
-  destinationsPath as base,
 } from "../helpers/api";
+import type { Env } from "../../src/config";
 import { countFor, deliveriesOf, insertAttempt, insertDelivery, insertEvent, runRemovals, storedEvents } from "../helpers/delivery";
 
 /** The reference page's fields, and PRODUCT.md's second round: payload_filter and headers. */
@@ -38,33 +43,49 @@ async function fresh() {
   return { account, source };
 }
 
-async function post(a: Account, sourceId: string, body: unknown) {
-  return call("POST", base(sourceId), { key: a.key, body });
-}
+type Who = Pick<Account, "key">;
+type DestinationPatch = Parameters<ReturnType<typeof destinationsApi>[":id"]["$patch"]>[0]["json"];
 
-async function get(a: Account, sourceId: string, id: string) {
-  return call("GET", `${base(sourceId)}/${id}`, { key: a.key });
-}
+// Through the typed client: every body below is checked by the compiler.
+const dests = (a: Who, e?: Env) => destinationsApi(clientFor(a, e ? { env: e } : {}));
+const post = (a: Who, sourceId: string, body: DestinationInput, e?: Env) => dests(a, e).$post({ param: { source_id: sourceId }, json: body });
+const get = (a: Who, sourceId: string, id: string) => dests(a)[":id"].$get({ param: { source_id: sourceId, id } });
+const patch = (a: Who, sourceId: string, id: string, body: DestinationPatch) => dests(a)[":id"].$patch({ param: { source_id: sourceId, id }, json: body });
+const del = (a: Who, sourceId: string, id: string) => dests(a)[":id"].$delete({ param: { source_id: sourceId, id } });
+const list = (a: Who, sourceId: string, query: { limit?: string; cursor?: string } = {}) => dests(a).$get({ param: { source_id: sourceId }, query });
+const testIt = (a: Who, sourceId: string, id: string) => dests(a)[":id"].test.$post({ param: { source_id: sourceId, id } });
 
-async function patch(a: Account, sourceId: string, id: string, body: unknown) {
-  return call("PATCH", `${base(sourceId)}/${id}`, { key: a.key, body });
+/** The stored row, as D1 keeps it (0/1 booleans, JSON text): these tests check the stored form. */
+interface StoredDestination {
+  id: string;
+  source_id: string;
+  url: string;
+  secret_ct: string;
+  previous_secret_ct: string | null;
+  secret_rotated_at: number | null;
+  event_filter: string;
+  enabled: number;
+  failure_count: number;
+  created_at: number;
+  updated_at: number;
 }
 
 async function row(id: string) {
-  return env.DB.prepare("SELECT * FROM destinations WHERE id = ?").bind(id).first<Record<string, any>>();
+  return env.DB.prepare("SELECT * FROM destinations WHERE id = ?").bind(id).first<StoredDestination>();
 }
 
 async function count(sql: string, ...args: unknown[]) {
   return (await env.DB.prepare(sql).bind(...args).first<{ n: number }>())!.n;
 }
 
+/** Ingest takes a provider's raw body: through call(), not the typed client. */
 async function ingest(ingestUrl: string, type: string, extra: Record<string, unknown> = {}) {
   const res = await call("POST", new URL(ingestUrl).pathname, {
     raw: JSON.stringify({ type, ...extra }),
     headers: { "content-type": "application/json" },
   });
   expect(res.status).toBe(202);
-  return (await json(res)).data.event_id as string;
+  return ((await res.json()) as { data: { event_id: string } }).data.event_id;
 }
 
 async function listAll(a: Account, sourceId: string, limit: number) {
@@ -72,10 +93,9 @@ async function listAll(a: Account, sourceId: string, limit: number) {
   const pages: number[] = [];
   let cursor: string | null = null;
   for (let i = 0; i < 50; i++) {
-    const q: string = `?limit=${limit}` + (cursor ? `&cursor=${encodeURIComponent(cursor)}` : "");
-    const res = await call("GET", base(sourceId) + q, { key: a.key });
+    const res = await list(a, sourceId, { limit: String(limit), ...(cursor ? { cursor } : {}) });
     expect(res.status).toBe(200);
-    const body = await json(res);
+    const body = await res.json();
     expect(Object.keys(body).sort()).toEqual(["data", "next_cursor"]);
     pages.push(body.data.length);
     ids.push(...body.data.map((d: { id: string }) => d.id));
@@ -115,11 +135,11 @@ describe("Destinations — destinations-api.md, sentence by sentence", () => {
     const filters = [[], ["invoice.paid"], ["invoice.*", "customer.created"]];
     const made = [];
     for (const f of filters) made.push(await createDestination(account, source.id, { url: "https://example.com/h", event_filter: f }));
-    const res = await call("GET", base(source.id), { key: account.key });
+    const res = await list(account, source.id);
     expect(res.status).toBe(200);
-    const { data } = await json(res);
+    const { data } = await res.json();
     expect(data).toHaveLength(3);
-    const byId = new Map(data.map((d: any) => [d.id, d.event_filter]));
+    const byId = new Map(data.map((d) => [d.id, d.event_filter]));
     made.forEach((d, i) => expect(byId.get(d.id)).toEqual(filters[i]));
     expect(await count("SELECT count(*) AS n FROM destinations WHERE source_id = ?", source.id)).toBe(3);
   });
@@ -130,22 +150,22 @@ describe("Destinations — destinations-api.md, sentence by sentence", () => {
     expect(ok.status).toBe(201);
     const outside = await call("POST", `/webhooks/sources/${source.id}/destinations`, { key: account.key, body: { url: "https://example.com/h" } });
     expect(outside.status).toBe(404);
-    expect((await json(outside)).error.code).toBe("not_found");
+    expect((await errorOf(outside)).code).toBe("not_found");
     expect(await count("SELECT count(*) AS n FROM destinations WHERE source_id = ?", source.id)).toBe(1);
   });
 
   it("Create a destination POST /webhooks/sources/:source_id/destinationsRequired scope: webhooks:write", async () => {
     const { account, source } = await fresh();
     const writer = await addKey(account.id, ["webhooks:write"]);
-    const res = await call("POST", base(source.id), { key: writer.key, body: { url: "https://example.com/w" } });
+    const res = await post(writer, source.id, { url: "https://example.com/w" });
     expect(res.status).toBe(201);
-    const { data } = await json(res);
+    const { data } = await res.json();
     expect(await row(data.id)).not.toBeNull();
 
     const reader = await addKey(account.id, ["webhooks:read"]);
-    const denied = await call("POST", base(source.id), { key: reader.key, body: { url: "https://example.com/r" } });
+    const denied = await post(reader, source.id, { url: "https://example.com/r" });
     expect(denied.status).toBe(403);
-    expect((await json(denied)).error.message).toContain("webhooks:write");
+    expect((await errorOf(denied)).message).toContain("webhooks:write");
     expect(await count("SELECT count(*) AS n FROM destinations WHERE source_id = ?", source.id)).toBe(1);
   });
 
@@ -155,14 +175,14 @@ describe("Destinations — destinations-api.md, sentence by sentence", () => {
     await setDns(name, ["93.184.215.14"]);
     const guarded = envWith({ ALLOW_PRIVATE_DESTINATIONS: "false" });
     const url = `https://${name}/webhooks/stripe?x=1`;
-    const res = await call("POST", base(source.id), { key: account.key, body: { url }, env: guarded });
+    const res = await post(account, source.id, { url }, guarded);
     expect(res.status).toBe(201);
-    const { data } = await json(res);
+    const { data } = await res.json();
     expect(data.url).toBe(url);
     expect((await row(data.id))!.url).toBe(url);
     // And in production, where only https is accepted.
     const prod = envWith({ ENVIRONMENT: "production", ALLOW_PRIVATE_DESTINATIONS: "false" });
-    const res2 = await call("POST", base(source.id), { key: account.key, body: { url }, env: prod });
+    const res2 = await post(account, source.id, { url }, prod);
     expect(res2.status).toBe(201);
   });
 
@@ -181,10 +201,10 @@ describe("Destinations — destinations-api.md, sentence by sentence", () => {
     const { account, source } = await fresh();
     const res = await post(account, source.id, { url: "https://example.com/h", event_filter: ["invoice.paid", "charge.refunded"] });
     expect(res.status).toBe(201);
-    const { data } = await json(res);
+    const { data } = await res.json();
     expect(data.event_filter).toEqual(["invoice.paid", "charge.refunded"]);
     expect(JSON.parse((await row(data.id))!.event_filter)).toEqual(["invoice.paid", "charge.refunded"]);
-    const omitted = await json(await post(account, source.id, { url: "https://example.com/h" }));
+    const omitted = await (await post(account, source.id, { url: "https://example.com/h" })).json();
     expect(omitted.data.event_filter).toEqual([]);
     expect((await row(omitted.data.id))!.event_filter).toBe("[]");
   });
@@ -241,7 +261,7 @@ describe("Destinations — destinations-api.md, sentence by sentence", () => {
     const { account, source } = await fresh();
     const res = await post(account, source.id, { url: "https://api.your-app.com/webhooks/stripe", event_filter: ["invoice.paid"] });
     expect(res.status).toBe(201);
-    const body = await json(res);
+    const body = await res.json();
     expect(Object.keys(body)).toEqual(["data"]);
     expect(Object.keys(body.data).sort()).toEqual(CREATE_KEYS);
     const d = body.data;
@@ -261,13 +281,13 @@ describe("Destinations — destinations-api.md, sentence by sentence", () => {
 
   it("The secret field is returned only on this POST response.", async () => {
     const { account, source } = await fresh();
-    const created = await json(await post(account, source.id, { url: "https://example.com/h" }));
+    const created = await (await post(account, source.id, { url: "https://example.com/h" })).json();
     expect(created.data.secret).toMatch(/^whsec_/);
     const secret: string = created.data.secret;
     const id = created.data.id;
     const responses = [
       await get(account, source.id, id),
-      await call("GET", base(source.id), { key: account.key }),
+      await list(account, source.id),
       await patch(account, source.id, id, { enabled: false }),
       await patch(account, source.id, id, { url: "https://example.com/other" }),
     ];
@@ -283,12 +303,12 @@ describe("Destinations — destinations-api.md, sentence by sentence", () => {
   it("All read endpoints (list / get / update) omit it.", async () => {
     const { account, source } = await fresh();
     const d = await createDestination(account, source.id, { url: "https://example.com/h" });
-    const one = await json(await get(account, source.id, d.id));
+    const one = await (await get(account, source.id, d.id)).json();
     expect(Object.keys(one.data).sort()).toEqual(READ_KEYS);
-    const list = await json(await call("GET", base(source.id), { key: account.key }));
-    expect(list.data).toHaveLength(1);
-    expect(Object.keys(list.data[0]).sort()).toEqual(READ_KEYS);
-    const upd = await json(await patch(account, source.id, d.id, { event_filter: ["a.b"] }));
+    const listed = await (await list(account, source.id)).json();
+    expect(listed.data).toHaveLength(1);
+    expect(Object.keys(listed.data[0]!).sort()).toEqual(READ_KEYS);
+    const upd = await (await patch(account, source.id, d.id, { event_filter: ["a.b"] })).json();
     expect(Object.keys(upd.data).sort()).toEqual(READ_KEYS);
   });
 
@@ -305,7 +325,7 @@ describe("Destinations — destinations-api.md, sentence by sentence", () => {
     expect(after!.previous_secret_ct).toBe(before);
     expect(typeof after!.secret_rotated_at).toBe("number");
     // The new secret signs from now on.
-    expect((await call("POST", `${base(source.id)}/${d.id}/test`, { key: account.key })).status).toBe(200);
+    expect((await testIt(account, source.id, d.id)).status).toBe(200);
     const [req] = await box.requests();
     expect(() => new Webhook(rotated).verify(req!.body, req!.headers)).not.toThrow();
   });
@@ -314,17 +334,17 @@ describe("Destinations — destinations-api.md, sentence by sentence", () => {
     const { account, source } = await fresh();
     const d = await createDestination(account, source.id, { url: "https://example.com/h" });
     const reader = await addKey(account.id, ["webhooks:read"]);
-    const res = await call("GET", base(source.id), { key: reader.key });
+    const res = await list(reader, source.id);
     expect(res.status).toBe(200);
-    expect((await json(res)).data.map((x: any) => x.id)).toEqual([d.id]);
+    expect((await res.json()).data.map((x) => x.id)).toEqual([d.id]);
   });
 
   it('{ "data": [ /* destination objects, no `secret` field */ ] }', async () => {
     const { account, source } = await fresh();
     const d1 = await createDestination(account, source.id, { url: "https://example.com/1" });
     const d2 = await createDestination(account, source.id, { url: "https://example.com/2", event_filter: ["x.y"], enabled: false });
-    const res = await call("GET", base(source.id), { key: account.key });
-    const body = await json(res);
+    const res = await list(account, source.id);
+    const body = await res.json();
     expect(Object.keys(body).sort()).toEqual(["data", "next_cursor"]);
     expect(body.next_cursor).toBeNull();
     expect(body.data).toHaveLength(2);
@@ -332,9 +352,9 @@ describe("Destinations — destinations-api.md, sentence by sentence", () => {
       expect(Object.keys(item).sort()).toEqual(READ_KEYS);
       expect(item).not.toHaveProperty("secret");
     }
-    const got = new Map(body.data.map((x: any) => [x.id, x]));
-    const { secret: _s1, ...r1 } = d1 as any;
-    const { secret: _s2, ...r2 } = d2 as any;
+    const got = new Map(body.data.map((x) => [x.id, x]));
+    const { secret: _s1, ...r1 } = d1;
+    const { secret: _s2, ...r2 } = d2;
     expect(got.get(d1.id)).toEqual(r1);
     expect(got.get(d2.id)).toEqual(r2);
   });
@@ -343,9 +363,9 @@ describe("Destinations — destinations-api.md, sentence by sentence", () => {
     const { account, source } = await fresh();
     const d = await createDestination(account, source.id, { url: "https://example.com/h" });
     const reader = await addKey(account.id, ["webhooks:read"]);
-    const res = await call("GET", `${base(source.id)}/${d.id}`, { key: reader.key });
+    const res = await get(reader, source.id, d.id);
     expect(res.status).toBe(200);
-    expect((await json(res)).data.id).toBe(d.id);
+    expect((await res.json()).data.id).toBe(d.id);
   });
 
   it("Returns the destination object without secret.", async () => {
@@ -353,9 +373,9 @@ describe("Destinations — destinations-api.md, sentence by sentence", () => {
     const d = await createDestination(account, source.id, { url: "https://example.com/h", event_filter: ["a.*"] });
     const res = await get(account, source.id, d.id);
     expect(res.status).toBe(200);
-    const body = await json(res);
+    const body = await res.json();
     expect(Object.keys(body)).toEqual(["data"]);
-    const { secret: _secret, ...rest } = d as any;
+    const { secret: _secret, ...rest } = d;
     expect(body.data).toStrictEqual(rest);
   });
 
@@ -363,11 +383,11 @@ describe("Destinations — destinations-api.md, sentence by sentence", () => {
     const { account, source } = await fresh();
     const d = await createDestination(account, source.id, { url: "https://example.com/h" });
     const writer = await addKey(account.id, ["webhooks:write"]);
-    const res = await call("PATCH", `${base(source.id)}/${d.id}`, { key: writer.key, body: { enabled: false } });
+    const res = await patch(writer, source.id, d.id, { enabled: false });
     expect(res.status).toBe(200);
     expect((await row(d.id))!.enabled).toBe(0);
     const reader = await addKey(account.id, ["webhooks:read"]);
-    const denied = await call("PATCH", `${base(source.id)}/${d.id}`, { key: reader.key, body: { enabled: true } });
+    const denied = await patch(reader, source.id, d.id, { enabled: true });
     expect(denied.status).toBe(403);
     expect((await row(d.id))!.enabled).toBe(0);
   });
@@ -379,12 +399,12 @@ describe("Destinations — destinations-api.md, sentence by sentence", () => {
     const body = { url: "https://example.com/new", secret, event_filter: ["invoice.*", "invoice.*", "charge.paid"], enabled: false };
     const res = await patch(account, source.id, d.id, body);
     expect(res.status).toBe(200);
-    const { data } = await json(res);
+    const { data } = await res.json();
     expect(Object.keys(data).sort()).toEqual(READ_KEYS);
     expect(data).toMatchObject({ id: d.id, source_id: source.id, url: "https://example.com/new", event_filter: ["invoice.*", "charge.paid"], enabled: false, failure_count: 0 });
     const stored = await row(d.id);
     expect(stored).toMatchObject({ url: "https://example.com/new", event_filter: '["invoice.*","charge.paid"]', enabled: 0 });
-    expect((await json(await get(account, source.id, d.id))).data).toStrictEqual(data);
+    expect((await (await get(account, source.id, d.id)).json()).data).toStrictEqual(data);
   });
 
   it("To rotate the secret, send a new secret value.", async () => {
@@ -399,7 +419,7 @@ describe("Destinations — destinations-api.md, sentence by sentence", () => {
     expect(text).not.toContain(newSecret);
     expect(text).not.toContain(oldSecret);
 
-    const t = await call("POST", `${base(source.id)}/${d.id}/test`, { key: account.key });
+    const t = await testIt(account, source.id, d.id);
     expect(t.status).toBe(200);
     const [req] = await box.requests();
     const sigs = req!.headers["webhook-signature"]!.split(" ");
@@ -420,7 +440,7 @@ describe("Destinations — destinations-api.md, sentence by sentence", () => {
     const newSecret = secretOf(64);
     const res = await patch(account, source.id, d.id, { secret: newSecret });
     expect(res.status).toBe(200);
-    const body = await json(res);
+    const body = await res.json();
     expect(Object.keys(body.data).sort()).toEqual(READ_KEYS);
     expect(JSON.stringify(body)).not.toContain(newSecret.slice("whsec_".length));
   });
@@ -429,11 +449,11 @@ describe("Destinations — destinations-api.md, sentence by sentence", () => {
     const { account, source } = await fresh();
     const d = await createDestination(account, source.id, { url: "https://example.com/h" });
     const reader = await addKey(account.id, ["webhooks:read"]);
-    const denied = await call("DELETE", `${base(source.id)}/${d.id}`, { key: reader.key });
+    const denied = await del(reader, source.id, d.id);
     expect(denied.status).toBe(403);
     expect(await row(d.id)).not.toBeNull();
     const writer = await addKey(account.id, ["webhooks:write"]);
-    const res = await call("DELETE", `${base(source.id)}/${d.id}`, { key: writer.key });
+    const res = await del(writer, source.id, d.id);
     expect(res.status).toBe(204);
     expect(await row(d.id)).toBeNull();
   });
@@ -442,16 +462,16 @@ describe("Destinations — destinations-api.md, sentence by sentence", () => {
     const { account, source } = await fresh();
     const d = await createDestination(account, source.id, { url: "https://example.com/h" });
     const keep = await createDestination(account, source.id, { url: "https://example.com/keep" });
-    const res = await call("DELETE", `${base(source.id)}/${d.id}`, { key: account.key });
+    const res = await del(account, source.id, d.id);
     expect(res.status).toBe(204);
     expect(await res.text()).toBe("");
     const again = await get(account, source.id, d.id);
     expect(again.status).toBe(404);
-    expect((await json(again)).error.code).toBe("not_found");
-    const second = await call("DELETE", `${base(source.id)}/${d.id}`, { key: account.key });
+    expect((await errorOf(again)).code).toBe("not_found");
+    const second = await del(account, source.id, d.id);
     expect(second.status).toBe(404);
-    const list = await json(await call("GET", base(source.id), { key: account.key }));
-    expect(list.data.map((x: any) => x.id)).toEqual([keep.id]);
+    const listed = await (await list(account, source.id)).json();
+    expect(listed.data.map((x) => x.id)).toEqual([keep.id]);
     expect(await row(d.id)).toBeNull();
     expect(await row(keep.id)).not.toBeNull();
   });
@@ -467,13 +487,14 @@ describe("Destinations — destinations-api.md, sentence by sentence", () => {
     }
     expect(await countFor(source.id, "attempts", d.id)).toBe(2);
 
-    const res = await call("DELETE", `${base(source.id)}/${d.id}`, { key: account.key });
+    const res = await del(account, source.id, d.id);
     expect(res.status).toBe(204);
     expect(await count("SELECT count(*) AS n FROM destinations WHERE id = ?", d.id)).toBe(0);
     // Hidden at once: its attempt log is gone, the event shows no delivery to it.
-    expect((await call("GET", `${base(source.id)}/${d.id}/attempts`, { key: account.key })).status).toBe(404);
-    const detail = await json(await call("GET", `/api/v1/webhooks/sources/${source.id}/events/${eventId}`, { key: account.key }));
-    expect(detail.data.deliveries.map((x: { destination_id: string }) => x.destination_id)).toEqual([other.id]);
+    expect((await dests(account)[":id"].attempts.$get({ param: { source_id: source.id, id: d.id }, query: {} })).status).toBe(404);
+    const event = clientFor(account).api.v1.webhooks.sources[":source_id"].events[":event_id"];
+    const detail = (await (await event.$get({ param: { source_id: source.id, event_id: eventId } })).json()) as { data: EventDetail };
+    expect(detail.data.deliveries.map((x) => x.destination_id)).toEqual([other.id]);
     // Removed from the partitions in the background.
     await runRemovals(source.id);
     expect(await countFor(source.id, "attempts", d.id)).toBe(0);
@@ -512,7 +533,7 @@ describe("Destinations — what disabling and deleting do to queued retries (PRO
 
   it("a destination deleted while a retry is queued: nothing more is sent", async () => {
     const { account, source, box, d } = await firstAttempt();
-    expect((await call("DELETE", `${base(source.id)}/${d.id}`, { key: account.key })).status).toBe(204);
+    expect((await del(account, source.id, d.id)).status).toBe(204);
     const sentBefore = (await box.requests()).length;
     // The test schedule retries after 1 s: wait past three of them.
     await new Promise((r) => setTimeout(r, 3500));
@@ -544,13 +565,13 @@ describe("Destinations — Auto-disable (destinations-api.md)", () => {
     await eventually(async () => ((await row(d.id))!.failure_count === 1 ? true : undefined), 25_000, "failure_count 1");
     expect(await countFor(source.id, "attempts", d.id)).toBe(4);
     expect((await box.requests()).length).toBe(4);
-    expect((await json(await get(account, source.id, d.id))).data.failure_count).toBe(1);
+    expect((await (await get(account, source.id, d.id)).json()).data.failure_count).toBe(1);
 
     // A second exhausted forward: 2, not 5 (attempts are not counted, exhausted forwards are).
     await box.script({ repeat: { status: 410 } });
     await ingest(source.ingest_url, "invoice.paid");
     await eventually(async () => ((await row(d.id))!.failure_count === 2 ? true : undefined), 15_000, "failure_count 2");
-    expect((await json(await get(account, source.id, d.id))).data).toMatchObject({ failure_count: 2, enabled: true });
+    expect((await (await get(account, source.id, d.id)).json()).data).toMatchObject({ failure_count: 2, enabled: true });
   });
 
   it("After 10 consecutive failures the destination is flipped to enabled: false automatically.", async () => {
@@ -563,7 +584,7 @@ describe("Destinations — Auto-disable (destinations-api.md)", () => {
     await eventually(async () => ((await row(d.id))!.failure_count === 10 ? true : undefined), 15_000, "failure_count 10");
     const stored = await row(d.id);
     expect(stored!.enabled).toBe(0);
-    expect((await json(await get(account, source.id, d.id))).data).toMatchObject({ enabled: false, failure_count: 10 });
+    expect((await (await get(account, source.id, d.id)).json()).data).toMatchObject({ enabled: false, failure_count: 10 });
   });
 
   it("Re-enable by sending a PATCH with enabled: true; this also resets failure_count to 0 on the first successful delivery thereafter.", async () => {
@@ -573,13 +594,13 @@ describe("Destinations — Auto-disable (destinations-api.md)", () => {
 
     const res = await patch(account, source.id, d.id, { enabled: true });
     expect(res.status).toBe(200);
-    expect((await json(res)).data).toMatchObject({ enabled: true, failure_count: 10 });
+    expect((await res.json()).data).toMatchObject({ enabled: true, failure_count: 10 });
     expect((await row(d.id))!).toMatchObject({ enabled: 1, failure_count: 10 });
 
     await box.script({ repeat: { status: 200 } });
     await ingest(source.ingest_url, "recovered");
     await eventually(async () => ((await row(d.id))!.failure_count === 0 ? true : undefined), 15_000, "failure_count reset");
-    expect((await json(await get(account, source.id, d.id))).data).toMatchObject({ enabled: true, failure_count: 0 });
+    expect((await (await get(account, source.id, d.id)).json()).data).toMatchObject({ enabled: true, failure_count: 0 });
   });
 });
 
@@ -587,7 +608,7 @@ describe("Destinations — PRODUCT.md's decisions", () => {
   it("fields and types are exactly id, source_id, url, event_filter, payload_filter, headers, rate_limit, ordering, enabled, failure_count, created_at, updated_at", async () => {
     const { account, source } = await fresh();
     const d = await createDestination(account, source.id, { url: "https://example.com/h" });
-    const { data } = await json(await get(account, source.id, d.id));
+    const { data } = await (await get(account, source.id, d.id)).json();
     expect(Object.keys(data).sort()).toEqual(READ_KEYS);
     expect(typeof data.id).toBe("string");
     expect(data.id).toMatch(UUID);
@@ -610,7 +631,7 @@ describe("Destinations — PRODUCT.md's decisions", () => {
       const secret = secretOf(n);
       const res = await post(account, source.id, { url: "https://example.com/h", secret });
       expect(res.status).toBe(201);
-      expect((await json(res)).data.secret).toBe(secret);
+      expect((await res.json()).data.secret).toBe(secret);
     }
   });
 
@@ -621,13 +642,13 @@ describe("Destinations — PRODUCT.md's decisions", () => {
       event_filter: ["invoice.paid", "*", "invoice.*", "invoice.paid", "*", "a".repeat(255)],
     });
     expect(res.status).toBe(201);
-    const { data } = await json(res);
+    const { data } = await res.json();
     expect(data.event_filter).toEqual(["invoice.paid", "*", "invoice.*", "a".repeat(255)]);
     expect(JSON.parse((await row(data.id))!.event_filter)).toEqual(data.event_filter);
     const hundred = Array.from({ length: 100 }, (_, i) => `type.${i}`);
     const max = await post(account, source.id, { url: "https://example.com/h", event_filter: hundred });
     expect(max.status).toBe(201);
-    expect((await json(max)).data.event_filter).toEqual(hundred);
+    expect((await max.json()).data.event_filter).toEqual(hundred);
   });
 
   it("enabled defaults to true and can be created false", async () => {
@@ -640,15 +661,11 @@ describe("Destinations — PRODUCT.md's decisions", () => {
     const { account, source } = await fresh();
     const res = await post(account, source.id, { url: "http://example.com/plain" });
     expect(res.status).toBe(201);
-    expect((await json(res)).data.url).toBe("http://example.com/plain");
+    expect((await res.json()).data.url).toBe("http://example.com/plain");
     // With the SSRF guard on, too, for a public name.
     const name = `plain-${crypto.randomUUID()}.example.com`;
     await setDns(name, ["93.184.215.14"]);
-    const guarded = await call("POST", base(source.id), {
-      key: account.key,
-      body: { url: `http://${name}/x` },
-      env: envWith({ ALLOW_PRIVATE_DESTINATIONS: "false" }),
-    });
+    const guarded = await post(account, source.id, { url: `http://${name}/x` }, envWith({ ALLOW_PRIVATE_DESTINATIONS: "false" }));
     expect(guarded.status).toBe(201);
   });
 
@@ -659,25 +676,25 @@ describe("Destinations — PRODUCT.md's decisions", () => {
     expect(url).toHaveLength(2048);
     const res = await post(account, source.id, { url });
     expect(res.status).toBe(201);
-    expect((await json(res)).data.url).toBe(url);
+    expect((await res.json()).data.url).toBe(url);
   });
 
   it("the list is newest first, default limit 50, max 100", async () => {
     const { account, source } = await fresh();
     const ids: string[] = [];
     for (let i = 0; i < 51; i++) ids.push((await createDestination(account, source.id, { url: `https://example.com/${i}` })).id);
-    const first = await json(await call("GET", base(source.id), { key: account.key }));
+    const first = await (await list(account, source.id)).json();
     expect(first.data).toHaveLength(50);
-    expect(first.data.map((d: any) => d.id)).toEqual(ids.slice(1).reverse());
+    expect(first.data.map((d) => d.id)).toEqual(ids.slice(1).reverse());
     expect(typeof first.next_cursor).toBe("string");
-    const rest = await json(await call("GET", `${base(source.id)}?cursor=${encodeURIComponent(first.next_cursor)}`, { key: account.key }));
-    expect(rest.data.map((d: any) => d.id)).toEqual([ids[0]]);
+    const rest = await (await list(account, source.id, { cursor: first.next_cursor! })).json();
+    expect(rest.data.map((d) => d.id)).toEqual([ids[0]]);
     expect(rest.next_cursor).toBeNull();
-    const max = await json(await call("GET", `${base(source.id)}?limit=100`, { key: account.key }));
-    expect(max.data.map((d: any) => d.id)).toEqual([...ids].reverse());
+    const max = await (await list(account, source.id, { limit: "100" })).json();
+    expect(max.data.map((d) => d.id)).toEqual([...ids].reverse());
     expect(max.next_cursor).toBeNull();
-    const created = first.data.map((d: any) => Date.parse(d.created_at));
-    for (let i = 1; i < created.length; i++) expect(created[i]).toBeLessThanOrEqual(created[i - 1]);
+    const created = first.data.map((d) => Date.parse(d.created_at));
+    for (let i = 1; i < created.length; i++) expect(created[i]).toBeLessThanOrEqual(created[i - 1]!);
   });
 
   it("cursor pagination neither repeats nor skips (7 destinations, limit 3)", async () => {
@@ -697,21 +714,21 @@ describe("Destinations — PRODUCT.md's decisions", () => {
     const { account, source } = await fresh();
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) ids.push((await createDestination(account, source.id, { url: `https://example.com/${i}` })).id);
-    const p1 = await json(await call("GET", `${base(source.id)}?limit=2`, { key: account.key }));
+    const p1 = await (await list(account, source.id, { limit: "2" })).json();
     await createDestination(account, source.id, { url: "https://example.com/new" });
-    const p2 = await json(await call("GET", `${base(source.id)}?limit=2&cursor=${p1.next_cursor}`, { key: account.key }));
-    const p3 = await json(await call("GET", `${base(source.id)}?limit=2&cursor=${p2.next_cursor}`, { key: account.key }));
-    expect([...p1.data, ...p2.data, ...p3.data].map((d: any) => d.id)).toEqual([...ids].reverse());
+    const p2 = await (await list(account, source.id, { limit: "2", cursor: p1.next_cursor! })).json();
+    const p3 = await (await list(account, source.id, { limit: "2", cursor: p2.next_cursor! })).json();
+    expect([...p1.data, ...p2.data, ...p3.data].map((d) => d.id)).toEqual([...ids].reverse());
     expect(p3.next_cursor).toBeNull();
   });
 
   it("PATCH accepts any subset and leaves the rest as it was", async () => {
     const { account, source } = await fresh();
     const d = await createDestination(account, source.id, { url: "https://example.com/h", event_filter: ["a.b"] });
-    const { secret: _secret, ...start } = d as any;
+    const { secret: _secret, ...start } = d;
     const ctBefore = (await row(d.id))!.secret_ct;
 
-    const cases: [Record<string, unknown>, Record<string, unknown>][] = [
+    const cases: [DestinationPatch, Partial<typeof start>][] = [
       [{}, {}],
       [{ url: "https://example.com/u2" }, { url: "https://example.com/u2" }],
       [{ event_filter: [] }, { event_filter: [] }],
@@ -723,9 +740,9 @@ describe("Destinations — PRODUCT.md's decisions", () => {
       const res = await patch(account, source.id, d.id, body);
       expect(res.status).toBe(200);
       expected = { ...expected, ...change };
-      const { data } = await json(res);
+      const { data } = await res.json();
       const { updated_at, ...rest } = data;
-      const { updated_at: _u, ...exp } = expected as any;
+      const { updated_at: _u, ...exp } = expected;
       expect(rest).toStrictEqual(exp);
       expect(updated_at).toMatch(RFC3339);
       expect(Date.parse(updated_at)).toBeGreaterThanOrEqual(Date.parse(data.created_at));
@@ -738,12 +755,12 @@ describe("Destinations — PRODUCT.md's decisions", () => {
   it("PATCH enabled:true does not reset failure_count", async () => {
     const { account, source } = await fresh();
     const d = await createDestination(account, source.id, { url: "https://example.com/h" });
-    await env.DB.prepare("UPDATE destinations SET failure_count = 7, enabled = 0 WHERE id = ?").bind(d.id).run();
+    await setDestination(d.id, { failureCount: 7, enabled: false });
     const res = await patch(account, source.id, d.id, { enabled: true });
     expect(res.status).toBe(200);
-    expect((await json(res)).data).toMatchObject({ enabled: true, failure_count: 7 });
+    expect((await res.json()).data).toMatchObject({ enabled: true, failure_count: 7 });
     expect((await row(d.id))!).toMatchObject({ enabled: 1, failure_count: 7 });
-    expect((await json(await get(account, source.id, d.id))).data.failure_count).toBe(7);
+    expect((await (await get(account, source.id, d.id)).json()).data.failure_count).toBe(7);
   });
 
   it("a re-enabled destination that fails once more is disabled again", async () => {
@@ -764,7 +781,7 @@ describe("Destinations — PRODUCT.md's decisions", () => {
     const secret = secretOf(32);
     const d = await createDestination(account, source.id, { url: box.url, secret });
     expect((await patch(account, source.id, d.id, { secret })).status).toBe(200);
-    expect((await call("POST", `${base(source.id)}/${d.id}/test`, { key: account.key })).status).toBe(200);
+    expect((await testIt(account, source.id, d.id)).status).toBe(200);
     const [req] = await box.requests();
     expect(req!.headers["webhook-signature"]!.split(" ")).toHaveLength(1);
     expect(() => new Webhook(secret).verify(req!.body, req!.headers)).not.toThrow();
@@ -776,8 +793,8 @@ describe("Destinations — PRODUCT.md's decisions", () => {
     const d = await createDestination(account, source.id, { url: box.url });
     const newSecret = secretOf(32);
     expect((await patch(account, source.id, d.id, { secret: newSecret })).status).toBe(200);
-    await env.DB.prepare("UPDATE destinations SET secret_rotated_at = ? WHERE id = ?").bind(Date.now() - 24 * 3600 * 1000 - 1000, d.id).run();
-    expect((await call("POST", `${base(source.id)}/${d.id}/test`, { key: account.key })).status).toBe(200);
+    await setDestination(d.id, { secretRotatedAt: Date.now() - 24 * 3600 * 1000 - 1000 });
+    expect((await testIt(account, source.id, d.id)).status).toBe(200);
     const [req] = await box.requests();
     expect(req!.headers["webhook-signature"]!.split(" ")).toHaveLength(1);
     expect(() => new Webhook(newSecret).verify(req!.body, req!.headers)).not.toThrow();

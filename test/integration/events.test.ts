@@ -1,16 +1,32 @@
 /**
- * The event log, the attempt log, redeliver and replay, through the API and the real
- * queues, against real loopback receivers.
+ * The event log, the attempt log, redeliver and replay, through the API (the typed
+ * client) and the real queues, against real loopback receivers. Ingest and the requests
+ * a typed client cannot make (unknown query fields, wrong types) go through call().
  */
-import { env } from "cloudflare:workers";
 import { Webhook } from "standardwebhooks";
 import { beforeEach, describe, expect, it } from "vitest";
-import { call, createAccount, createDestination, createSource, eventually, json, mailbox, type Account } from "../helpers/api";
+import { addKey, call, clientFor, createAccount, createDestination, createSource, errorOf, eventually, json, mailbox, type Account, type EventDetail } from "../helpers/api";
 import { insertEvent } from "../helpers/delivery";
 
 let account: Account;
 let source: { id: string; ingest_url: string };
 const base = () => `/api/v1/webhooks/sources/${source.id}`;
+
+/** The routes of the test's source, as `who` (the test's account unless told). */
+const api = (who: Pick<Account, "key"> = account) => clientFor(who).api.v1.webhooks.sources[":source_id"];
+const param = () => ({ source_id: source.id });
+const events = (query: { limit?: string; cursor?: string; type?: string; since?: string; until?: string } = {}) => api().events.$get({ param: param(), query });
+const eventDetail = async (eventId: string) => {
+  const res = await api().events[":event_id"].$get({ param: { ...param(), event_id: eventId } });
+  return { status: res.status, body: (await res.json()) as { data: EventDetail } };
+};
+type AttemptsQuery = Parameters<ReturnType<typeof api>["destinations"][":id"]["attempts"]["$get"]>[0]["query"];
+const attempts = async (destinationId: string, query: AttemptsQuery = {}) => (await api().destinations[":id"].attempts.$get({ param: { ...param(), id: destinationId }, query })).json();
+const destination = async (id: string) => (await api().destinations[":id"].$get({ param: { ...param(), id } })).json();
+const redeliver = (eventId: string, body: { destination_ids?: string[] } = {}, who?: Pick<Account, "key">) =>
+  api(who).events[":event_id"].redeliver.$post({ param: { ...param(), event_id: eventId }, json: body });
+type ReplayBody = Parameters<ReturnType<typeof api>["destinations"][":id"]["replay"]["$post"]>[0]["json"];
+const replay = (destinationId: string, body: ReplayBody) => api().destinations[":id"].replay.$post({ param: { ...param(), id: destinationId }, json: body });
 
 beforeEach(async () => {
   account = await createAccount();
@@ -23,12 +39,13 @@ async function ingest(body: Record<string, unknown>, headers: Record<string, str
     headers: { "content-type": "application/json", ...headers },
   });
   expect(res.status).toBe(202);
-  return (await json(res)).data.event_id;
+  return ((await res.json()) as { data: { event_id: string } }).data.event_id;
 }
 
-const get = async (path: string, key = account.key) => {
-  const res = await call("GET", path, { key });
-  return { status: res.status, body: await json(res) };
+/** A GET of a raw path: for the query strings a typed client would not send. */
+const getRaw = async (path: string) => {
+  const res = await call("GET", path, { key: account.key });
+  return { status: res.status, body: await json<{ error: { code: string; details: { field: string }[] } }>(res) };
 };
 
 async function waitForRequests(box: Awaited<ReturnType<typeof mailbox>>, n: number, timeoutMs = 20_000) {
@@ -46,10 +63,11 @@ describe("GET …/events", () => {
     let cursor: string | null = null;
     let pages = 0;
     do {
-      const r = await get(`${base()}/events?limit=3${cursor ? `&cursor=${cursor}` : ""}`);
+      const r = await events({ limit: "3", ...(cursor ? { cursor } : {}) });
       expect(r.status).toBe(200);
-      seen.push(...r.body.data.map((e: { id: string }) => e.id));
-      cursor = r.body.next_cursor;
+      const body = await r.json();
+      seen.push(...body.data.map((e) => e.id));
+      cursor = body.next_cursor;
       // New events keep arriving while the client pages.
       await insertEvent(source.id, { type: "late.arrival" });
       pages++;
@@ -60,8 +78,8 @@ describe("GET …/events", () => {
 
   it("returns the event shape with RFC 3339 times", async () => {
     const id = await insertEvent(source.id, { type: "invoice.paid" });
-    const r = await get(`${base()}/events`);
-    expect(r.body).toEqual({
+    const r = await events();
+    expect(await r.json()).toEqual({
       data: [{ id, source_id: source.id, type: "invoice.paid", status: "dispatched", received_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/) }],
       next_cursor: null,
     });
@@ -73,15 +91,15 @@ describe("GET …/events", () => {
     const b = await insertEvent(source.id, { type: "invoice.paid", receivedAt: t0 + 3600_000 });
     const c = await insertEvent(source.id, { type: "customer.created", receivedAt: t0 + 3600_000 + 1000 });
     const d = await insertEvent(source.id, { type: "invoice.paid", receivedAt: t0 + 2 * 3600_000 });
-    const ids = async (q: string) => (await get(`${base()}/events?${q}`)).body.data.map((e: { id: string }) => e.id);
+    const ids = async (q: Parameters<typeof events>[0]) => (await (await events(q)).json()).data.map((e) => e.id);
     const iso = (ms: number) => new Date(ms).toISOString();
 
-    expect(await ids("type=invoice.paid")).toEqual([d, b, a]);
-    expect(await ids(`since=${iso(t0 + 3600_000)}`)).toEqual([d, c, b]);
-    expect(await ids(`until=${iso(t0 + 3600_000)}`)).toEqual([a]);
-    expect(await ids(`since=${iso(t0 + 1)}&until=${iso(t0 + 2 * 3600_000)}&type=invoice.paid`)).toEqual([b]);
+    expect(await ids({ type: "invoice.paid" })).toEqual([d, b, a]);
+    expect(await ids({ since: iso(t0 + 3600_000) })).toEqual([d, c, b]);
+    expect(await ids({ until: iso(t0 + 3600_000) })).toEqual([a]);
+    expect(await ids({ since: iso(t0 + 1), until: iso(t0 + 2 * 3600_000), type: "invoice.paid" })).toEqual([b]);
     // An offset other than Z is understood.
-    expect(await ids(`since=${encodeURIComponent(new Date(t0 + 3600_000).toISOString().replace("Z", "+00:00"))}&type=customer.created`)).toEqual([c]);
+    expect(await ids({ since: new Date(t0 + 3600_000).toISOString().replace("Z", "+00:00"), type: "customer.created" })).toEqual([c]);
   });
 
   it.each([
@@ -93,10 +111,10 @@ describe("GET …/events", () => {
     ["cursor=not-a-cursor", "cursor"],
     ["colour=blue", "colour"],
   ])("rejects %s with 422 naming the field", async (q, field) => {
-    const r = await get(`${base()}/events?${q}`);
+    const r = await getRaw(`${base()}/events?${q}`);
     expect(r.status).toBe(422);
     expect(r.body.error.code).toBe("validation_failed");
-    expect(r.body.error.details.map((d: { field: string }) => d.field)).toContain(field);
+    expect(r.body.error.details.map((d) => d.field)).toContain(field);
   });
 });
 
@@ -110,14 +128,14 @@ describe("GET …/events/:event_id", () => {
     const id = await ingest({ type: "invoice.paid", amount: 5 }, { "x-custom": "kept", authorization: "Bearer secret-thing" });
 
     const detail = await eventually(async () => {
-      const r = await get(`${base()}/events/${id}`);
-      const ds = r.body.data.deliveries as { status: string }[];
+      const r = await eventDetail(id);
+      const ds = r.body.data.deliveries;
       return ds.length === 2 && ds.every((d) => d.status !== "pending") ? r.body.data : undefined;
     });
     expect(detail).toMatchObject({ id, source_id: source.id, type: "invoice.paid", status: "dispatched", payload: { type: "invoice.paid", amount: 5 } });
     expect(detail.headers["x-custom"]).toBe("kept");
     expect(detail.headers.authorization).toBeUndefined();
-    const byDest = new Map(detail.deliveries.map((d: { destination_id: string }) => [d.destination_id, d]));
+    const byDest = new Map(detail.deliveries.map((d) => [d.destination_id, d]));
     expect(byDest.get(okDest.id)).toMatchObject({ status: "succeeded", attempt_count: 1, last_attempt: { number: 1, outcome: "succeeded", status_code: 200 } });
     expect(byDest.get(failDest.id)).toMatchObject({ status: "failed", attempt_count: 1, last_attempt: { outcome: "failed", status_code: 410 } });
     expect(byDest.has(filtered.id)).toBe(false);
@@ -127,9 +145,9 @@ describe("GET …/events/:event_id", () => {
     const other = await createSource(account, { name: "other" });
     const theirs = await insertEvent(other.id);
     for (const id of [crypto.randomUUID(), "nope", theirs]) {
-      const r = await get(`${base()}/events/${id}`);
-      expect(r.status).toBe(404);
-      expect(r.body.error.code).toBe("not_found");
+      const res = await api().events[":event_id"].$get({ param: { ...param(), event_id: id } });
+      expect(res.status).toBe(404);
+      expect((await errorOf(res)).code).toBe("not_found");
     }
   });
 });
@@ -141,10 +159,10 @@ describe("GET …/destinations/:id/attempts", () => {
     const id = await ingest({ type: "invoice.paid" });
     await waitForRequests(box, 3);
     const all = await eventually(async () => {
-      const r = await get(`${base()}/destinations/${dest.id}/attempts`);
-      return r.body.data.length === 3 ? r.body : undefined;
+      const r = await attempts(dest.id);
+      return r.data.length === 3 ? r : undefined;
     });
-    expect(all.data.map((a: { number: number }) => a.number)).toEqual([3, 2, 1]);
+    expect(all.data.map((a) => a.number)).toEqual([3, 2, 1]);
     expect(all.data[0]).toEqual({
       id: expect.any(String),
       event_id: id,
@@ -159,15 +177,16 @@ describe("GET …/destinations/:id/attempts", () => {
     });
     expect(all.data[2]).toMatchObject({ number: 1, outcome: "failed", status_code: 500, response_body: "down" });
 
-    const failed = await get(`${base()}/destinations/${dest.id}/attempts?outcome=failed`);
-    expect(failed.body.data.map((a: { number: number }) => a.number)).toEqual([2, 1]);
-    const page1 = await get(`${base()}/destinations/${dest.id}/attempts?limit=2`);
-    const page2 = await get(`${base()}/destinations/${dest.id}/attempts?limit=2&cursor=${page1.body.next_cursor}`);
-    expect([...page1.body.data, ...page2.body.data].map((a: { number: number }) => a.number)).toEqual([3, 2, 1]);
-    expect(page2.body.next_cursor).toBeNull();
-    const future = await get(`${base()}/destinations/${dest.id}/attempts?since=${new Date(Date.now() + 60_000).toISOString()}`);
-    expect(future.body.data).toEqual([]);
-    const bad = await get(`${base()}/destinations/${dest.id}/attempts?outcome=maybe`);
+    const failed = await attempts(dest.id, { outcome: "failed" });
+    expect(failed.data.map((a) => a.number)).toEqual([2, 1]);
+    const page1 = await attempts(dest.id, { limit: "2" });
+    const page2 = await attempts(dest.id, { limit: "2", cursor: page1.next_cursor! });
+    expect([...page1.data, ...page2.data].map((a) => a.number)).toEqual([3, 2, 1]);
+    expect(page2.next_cursor).toBeNull();
+    const future = await attempts(dest.id, { since: new Date(Date.now() + 60_000).toISOString() });
+    expect(future.data).toEqual([]);
+    // Not an outcome: the typed client cannot send it.
+    const bad = await getRaw(`${base()}/destinations/${dest.id}/attempts?outcome=maybe`);
     expect(bad.status).toBe(422);
   });
 });
@@ -183,9 +202,9 @@ describe("POST …/events/:event_id/redeliver", () => {
     await waitForRequests(a, 1);
     await waitForRequests(b, 1);
 
-    const res = await call("POST", `${base()}/events/${id}/redeliver`, { key: account.key, body: {} });
+    const res = await redeliver(id);
     expect(res.status).toBe(202);
-    expect(await json(res)).toEqual({ data: { queued: 2, already_pending: 0 } });
+    expect(await res.json()).toEqual({ data: { queued: 2, already_pending: 0 } });
     const again = await waitForRequests(a, 2);
     expect(again.map((r) => r.headers["webhook-id"])).toEqual([id, id]);
     expect(() => new Webhook(destA.secret).verify(again[1]!.body, again[1]!.headers)).not.toThrow();
@@ -203,29 +222,28 @@ describe("POST …/events/:event_id/redeliver", () => {
     await waitForRequests(a, 1);
     await waitForRequests(b, 1);
 
-    const res = await call("POST", `${base()}/events/${id}/redeliver`, { key: account.key, body: { destination_ids: [destB.id] } });
-    expect(await json(res)).toEqual({ data: { queued: 1, already_pending: 0 } });
+    const res = await redeliver(id, { destination_ids: [destB.id] });
+    expect(await res.json()).toEqual({ data: { queued: 1, already_pending: 0 } });
     await waitForRequests(b, 2);
     expect(await a.requests()).toHaveLength(1);
 
     const other = await createSource(account, { name: "elsewhere" });
     const foreign = await createDestination(account, other.id, { url: a.url });
     for (const ids of [[crypto.randomUUID()], ["garbage"], [foreign.id], [disabled.id]]) {
-      const r = await call("POST", `${base()}/events/${id}/redeliver`, { key: account.key, body: { destination_ids: ids } });
+      const r = await redeliver(id, { destination_ids: ids });
       expect(r.status).toBe(422);
-      expect((await json(r)).error.details[0].field).toBe("destination_ids.0");
+      expect((await errorOf(r)).details![0]!.field).toBe("destination_ids.0");
     }
     void destA;
   });
 
   it("needs webhooks:write and hides other accounts' events", async () => {
     const id = await insertEvent(source.id);
-    const reader = await createAccount(["webhooks:read"]);
-    await env.DB.prepare("UPDATE api_keys SET account_id = ? WHERE id = ?").bind(account.id, reader.keyId).run();
-    const r1 = await call("POST", `${base()}/events/${id}/redeliver`, { key: reader.key, body: {} });
+    const reader = await addKey(account.id, ["webhooks:read"]);
+    const r1 = await redeliver(id, {}, reader);
     expect(r1.status).toBe(403);
     const stranger = await createAccount();
-    const r2 = await call("POST", `${base()}/events/${id}/redeliver`, { key: stranger.key, body: {} });
+    const r2 = await redeliver(id, {}, stranger);
     expect(r2.status).toBe(404);
   });
 });
@@ -245,10 +263,10 @@ describe("POST …/destinations/:id/replay", () => {
     const missed = [];
     for (let i = 0; i < 10; i++) missed.push(await ingest({ type: "invoice.paid", n: 100 + i }));
     await eventually(async () => {
-      const r = await get(`${base()}/destinations/${dest.id}`);
-      return r.body.data.enabled === false ? r.body.data : undefined;
+      const r = await destination(dest.id);
+      return r.data.enabled === false ? r.data : undefined;
     }, 30_000, "auto-disable");
-    expect((await get(`${base()}/destinations/${dest.id}`)).body.data.failure_count).toBe(10);
+    expect((await destination(dest.id)).data.failure_count).toBe(10);
 
     // While disabled, events are stored but not sent.
     for (let i = 0; i < 2; i++) missed.push(await ingest({ type: "invoice.paid", n: 200 + i }));
@@ -256,16 +274,16 @@ describe("POST …/destinations/:id/replay", () => {
     expect(await box.requests()).toHaveLength(13);
 
     // Replaying a disabled destination is refused.
-    const early = await call("POST", `${base()}/destinations/${dest.id}/replay`, { key: account.key, body: { since } });
+    const early = await replay(dest.id, { since });
     expect(early.status).toBe(409);
 
     await box.script({ repeat: { status: 200 } });
-    const patch = await call("PATCH", `${base()}/destinations/${dest.id}`, { key: account.key, body: { enabled: true } });
-    expect((await json(patch)).data).toMatchObject({ enabled: true, failure_count: 10 });
+    const patch = await api().destinations[":id"].$patch({ param: { ...param(), id: dest.id }, json: { enabled: true } });
+    expect((await patch.json()).data).toMatchObject({ enabled: true, failure_count: 10 });
 
-    const res = await call("POST", `${base()}/destinations/${dest.id}/replay`, { key: account.key, body: { since, only_failed: true } });
+    const res = await replay(dest.id, { since, only_failed: true });
     expect(res.status).toBe(202);
-    expect(await json(res)).toEqual({ data: { queued: missed.length, already_pending: 0 } });
+    expect(await res.json()).toEqual({ data: { queued: missed.length, already_pending: 0 } });
 
     const all = await waitForRequests(box, 13 + missed.length);
     const replayed = all.slice(13).map((r) => r.headers["webhook-id"]).sort();
@@ -274,12 +292,12 @@ describe("POST …/destinations/:id/replay", () => {
 
     // The first success reset failure_count; the attempt log shows the replayed successes.
     const after = await eventually(async () => {
-      const r = await get(`${base()}/destinations/${dest.id}/attempts?outcome=succeeded&limit=100`);
-      return r.body.data.length === delivered.length + missed.length ? r.body.data : undefined;
+      const r = await attempts(dest.id, { outcome: "succeeded", limit: "100" });
+      return r.data.length === delivered.length + missed.length ? r.data : undefined;
     });
-    expect(new Set(after.map((a: { event_id: string }) => a.event_id))).toEqual(new Set([...delivered, ...missed]));
+    expect(new Set(after.map((a) => a.event_id))).toEqual(new Set([...delivered, ...missed]));
     // DestinationHealth hears of the success right after the attempt is recorded.
-    await eventually(async () => ((await get(`${base()}/destinations/${dest.id}`)).body.data.failure_count === 0 ? true : undefined), 5000, "failure_count reset");
+    await eventually(async () => ((await destination(dest.id)).data.failure_count === 0 ? true : undefined), 5000, "failure_count reset");
   });
 
   it("replays every event of the window, or only failed ones, respecting the destination's filter and until", async () => {
@@ -291,24 +309,15 @@ describe("POST …/destinations/:id/replay", () => {
     const c = await insertEvent(source.id, { type: "invoice.voided", receivedAt: t0 + 2000 });
     await insertEvent(source.id, { type: "invoice.paid", receivedAt: t0 + 600_000 });
 
-    const res = await call("POST", `${base()}/destinations/${dest.id}/replay`, {
-      key: account.key,
-      body: { since: new Date(t0).toISOString(), until: new Date(t0 + 300_000).toISOString() },
-    });
-    expect(await json(res)).toEqual({ data: { queued: 2, already_pending: 0 } });
+    const res = await replay(dest.id, { since: new Date(t0).toISOString(), until: new Date(t0 + 300_000).toISOString() });
+    expect(await res.json()).toEqual({ data: { queued: 2, already_pending: 0 } });
     const got = await waitForRequests(box, 2);
     expect(got.map((r) => r.headers["webhook-id"]).sort()).toEqual([a, c].sort());
 
     // Now both succeeded: only_failed finds nothing to replay in that window.
-    await eventually(async () => {
-      const r = await get(`${base()}/destinations/${dest.id}/attempts?outcome=succeeded`);
-      return r.body.data.length === 2 ? true : undefined;
-    });
-    const none = await call("POST", `${base()}/destinations/${dest.id}/replay`, {
-      key: account.key,
-      body: { since: new Date(t0).toISOString(), until: new Date(t0 + 300_000).toISOString(), only_failed: true },
-    });
-    expect(await json(none)).toEqual({ data: { queued: 0, already_pending: 0 } });
+    await eventually(async () => ((await attempts(dest.id, { outcome: "succeeded" })).data.length === 2 ? true : undefined));
+    const none = await replay(dest.id, { since: new Date(t0).toISOString(), until: new Date(t0 + 300_000).toISOString(), only_failed: true });
+    expect(await none.json()).toEqual({ data: { queued: 0, already_pending: 0 } });
   });
 
   it.each([
@@ -318,9 +327,10 @@ describe("POST …/destinations/:id/replay", () => {
     [{ since: "2026-04-26T10:00:00Z", only_failed: "yes" }, "only_failed"],
     [{ since: "2026-04-26T10:00:00Z", extra: 1 }, "extra"],
   ])("rejects %j with 422", async (body, field) => {
+    // Wrong types and unknown fields: sent raw, as a typed client cannot.
     const dest = await createDestination(account, source.id, { url: "https://hooks.example.com/x" });
     const r = await call("POST", `${base()}/destinations/${dest.id}/replay`, { key: account.key, body });
     expect(r.status).toBe(422);
-    expect((await json(r)).error.details.map((d: { field: string }) => d.field)).toContain(field);
+    expect((await errorOf(r)).details!.map((d) => d.field)).toContain(field);
   });
 });

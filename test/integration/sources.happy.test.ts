@@ -1,37 +1,45 @@
 /**
- * Sources: what works (PRODUCT.md "Sources"). Errors and access control are in
- * sources.error / sources.security.
+ * Sources: what works (PRODUCT.md "Sources"), through the typed client. Errors are in
+ * sources.error; access control in the security matrix (security-matrix.test.ts) and
+ * api-keys.security.
  */
-import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
+import { eq } from "drizzle-orm";
 import { Webhook } from "standardwebhooks";
 import { describe, expect, it } from "vitest";
-import type { Env } from "../../src/config";
-import worker from "../../src/index";
+import { krafterClient } from "../../src/client";
+import { sources } from "../../src/db/schema";
 import { bytesToBase64 } from "../../src/security/encoding";
-import { addKey, call, createAccount, createDestination, createSource, json, type Account, RFC3339, UUID } from "../helpers/api";
+import { addKey, call, clientFor, createAccount, createDestination, createSource, db, workerFetch, type Account, type SourceInput, RFC3339, UUID } from "../helpers/api";
 import { countFor, insertAttempt, insertDelivery, insertEvent, partitionsOf, readPartition, runRemovals, storedEvents } from "../helpers/delivery";
 
-const SOURCES = "/api/v1/webhooks/sources";
+// Ingest takes a provider's raw body, so it goes through call(), not the typed client.
 const KEYS = ["created_at", "id", "ingest_url", "name", "provider", "updated_at", "verifies_signatures"];
 const PROVIDERS = ["generic", "stripe", "github", "shopify", "standard-webhooks"] as const;
 const INGEST_URL = /^https:\/\/krafter\.test\/in\/src_[A-Za-z0-9_-]{32}$/;
 
 const whsec = (n = 32) => "whsec_" + bytesToBase64(crypto.getRandomValues(new Uint8Array(n)));
 
+/** The stored row, through drizzle. */
 async function row(id: string) {
-  return env.DB.prepare("SELECT * FROM sources WHERE id = ?").bind(id).first<Record<string, any>>();
+  return (await db().select().from(sources).where(eq(sources.id, id)).get()) ?? null;
 }
 
 async function count(sql: string, ...args: unknown[]) {
   return (await env.DB.prepare(sql).bind(...args).first<{ n: number }>())!.n;
 }
 
-const post = (a: Account, body: unknown) => call("POST", SOURCES, { key: a.key, body });
-const get = (a: Account, id: string) => call("GET", `${SOURCES}/${id}`, { key: a.key });
-const patch = (a: Account, id: string, body: unknown) => call("PATCH", `${SOURCES}/${id}`, { key: a.key, body });
+type SourcePatch = Parameters<ReturnType<typeof clientFor>["api"]["v1"]["webhooks"]["sources"][":source_id"]["$patch"]>[0]["json"];
 
-function expectSourceShape(data: any) {
+const api = (a: Pick<Account, "key">) => clientFor(a).api.v1.webhooks.sources;
+const post = (a: Account, body: SourceInput) => api(a).$post({ json: body });
+const get = (a: Account, id: string) => api(a)[":source_id"].$get({ param: { source_id: id } });
+const patch = (a: Pick<Account, "key">, id: string, body: SourcePatch) => api(a)[":source_id"].$patch({ param: { source_id: id }, json: body });
+const list = (a: Account, query: { limit?: string; cursor?: string } = {}) => api(a).$get({ query });
+/** A source as the API shows it. */
+type SourceData = Awaited<ReturnType<Awaited<ReturnType<typeof get>>["json"]>>["data"];
+
+function expectSourceShape(data: SourceData) {
   expect(Object.keys(data).sort()).toEqual(KEYS);
   expect(data.id).toMatch(UUID);
   expect(typeof data.name).toBe("string");
@@ -49,32 +57,32 @@ describe("Create", () => {
       const a = await createAccount();
       const res = await post(a, { name: `my ${provider}`, provider });
       expect(res.status).toBe(201);
-      const body = await json(res);
+      const body = await res.json();
       expect(Object.keys(body)).toEqual(["data"]);
       expectSourceShape(body.data);
       expect(body.data).toMatchObject({ name: `my ${provider}`, provider, verifies_signatures: false });
       expect(body.data.updated_at).toBe(body.data.created_at);
       const stored = await row(body.data.id);
-      expect(stored).toMatchObject({ account_id: a.id, name: `my ${provider}`, provider, signing_secret_ct: null });
-      expect(body.data.ingest_url).toBe(`https://krafter.test/in/${stored!.ingest_key}`);
+      expect(stored).toMatchObject({ accountId: a.id, name: `my ${provider}`, provider, signingSecretCiphertext: null });
+      expect(body.data.ingest_url).toBe(`https://krafter.test/in/${stored!.ingestKey}`);
     });
   }
 
   it("the provider defaults to generic", async () => {
     const a = await createAccount();
-    const { data } = await json(await post(a, { name: "plain" }));
+    const { data } = await (await post(a, { name: "plain" })).json();
     expect(data.provider).toBe("generic");
     expect((await row(data.id))!.provider).toBe("generic");
   });
 
   it("the name is trimmed; 200 characters is the most", async () => {
     const a = await createAccount();
-    expect((await json(await post(a, { name: "  padded  " }))).data.name).toBe("padded");
+    expect((await (await post(a, { name: "  padded  " })).json()).data.name).toBe("padded");
     const long = "n".repeat(200);
     const res = await post(a, { name: long });
     expect(res.status).toBe(201);
-    expect((await json(res)).data.name).toBe(long);
-    expect((await json(await post(a, { name: "Ünïcødé 🪝 source" }))).data.name).toBe("Ünïcødé 🪝 source");
+    expect((await res.json()).data.name).toBe(long);
+    expect((await (await post(a, { name: "Ünïcødé 🪝 source" })).json()).data.name).toBe("Ünïcødé 🪝 source");
   });
 
   it("ingest_url is the request's origin + /in/src_…, an unguessable key that is not the id", async () => {
@@ -88,15 +96,10 @@ describe("Create", () => {
     expect(new URL(one.ingest_url).pathname.slice("/in/src_".length)).toHaveLength(32);
 
     // Another origin (as `wrangler dev` on localhost would be): the URL follows it.
-    const ctx = createExecutionContext();
-    const res = await worker.fetch(
-      new Request(`http://localhost:8787${SOURCES}/${one.id}`, { headers: { authorization: `Bearer ${a.key}` } }) as any,
-      env as unknown as Env,
-      ctx,
-    );
-    await waitOnExecutionContext(ctx);
+    const local = krafterClient("http://localhost:8787", a.key, { fetch: workerFetch() });
+    const res = await local.api.v1.webhooks.sources[":source_id"].$get({ param: { source_id: one.id } });
     expect(res.status).toBe(200);
-    const { data } = await json(res);
+    const { data } = await res.json();
     expect(data.ingest_url).toBe(`http://localhost:8787${new URL(one.ingest_url).pathname}`);
   });
 
@@ -113,14 +116,14 @@ describe("Create", () => {
 
   it("verifies_signatures is true exactly when a signing_secret is set", async () => {
     const a = await createAccount();
-    const signed = await json(await post(a, { name: "signed", provider: "stripe", signing_secret: "whsec_stripe_test_0123456789abcdef" }));
+    const signed = await (await post(a, { name: "signed", provider: "stripe", signing_secret: "whsec_stripe_test_0123456789abcdef" })).json();
     expect(signed.data.verifies_signatures).toBe(true);
-    expect((await row(signed.data.id))!.signing_secret_ct).not.toBeNull();
-    const unsigned = await json(await post(a, { name: "unsigned", provider: "stripe" }));
+    expect((await row(signed.data.id))!.signingSecretCiphertext).not.toBeNull();
+    const unsigned = await (await post(a, { name: "unsigned", provider: "stripe" })).json();
     expect(unsigned.data.verifies_signatures).toBe(false);
-    const nulled = await json(await post(a, { name: "nulled", provider: "stripe", signing_secret: null }));
+    const nulled = await (await post(a, { name: "nulled", provider: "stripe", signing_secret: null })).json();
     expect(nulled.data.verifies_signatures).toBe(false);
-    expect((await row(nulled.data.id))!.signing_secret_ct).toBeNull();
+    expect((await row(nulled.data.id))!.signingSecretCiphertext).toBeNull();
   });
 
   it("signing_secret is never in any response", async () => {
@@ -128,11 +131,11 @@ describe("Create", () => {
     const secret = whsec();
     const created = await post(a, { name: "secretive", provider: "standard-webhooks", signing_secret: secret });
     const createdText = await created.text();
-    const id = JSON.parse(createdText).data.id;
+    const id = (JSON.parse(createdText) as { data: SourceData }).data.id;
     const texts = [
       createdText,
       await (await get(a, id)).text(),
-      await (await call("GET", SOURCES, { key: a.key })).text(),
+      await (await list(a)).text(),
       await (await patch(a, id, { name: "renamed" })).text(),
       await (await patch(a, id, { signing_secret: whsec() })).text(),
     ];
@@ -140,7 +143,7 @@ describe("Create", () => {
       expect(t).not.toContain(secret);
       expect(t).not.toContain(secret.slice("whsec_".length));
       expect(t).not.toContain("signing_secret");
-      const data = JSON.parse(t).data;
+      const data = (JSON.parse(t) as { data: SourceData | SourceData[] }).data;
       for (const item of Array.isArray(data) ? data : [data]) expect(item.verifies_signatures).toBe(true);
     }
   });
@@ -168,10 +171,10 @@ describe("Create", () => {
 describe("Read", () => {
   it("GET one returns exactly what the create returned", async () => {
     const a = await createAccount();
-    const created = await json(await post(a, { name: "one", provider: "github", signing_secret: "gh-secret-of-16-chars" }));
+    const created = await (await post(a, { name: "one", provider: "github", signing_secret: "gh-secret-of-16-chars" })).json();
     const res = await get(a, created.data.id);
     expect(res.status).toBe(200);
-    const body = await json(res);
+    const body = await res.json();
     expect(Object.keys(body)).toEqual(["data"]);
     expect(body.data).toStrictEqual(created.data);
   });
@@ -182,12 +185,12 @@ describe("Read", () => {
     const ids: string[] = [];
     for (let i = 0; i < 3; i++) ids.push((await createSource(a, { name: `a${i}` })).id);
     await createSource(b, { name: "not yours" });
-    const res = await call("GET", SOURCES, { key: a.key });
+    const res = await list(a);
     expect(res.status).toBe(200);
-    const body = await json(res);
+    const body = await res.json();
     expect(Object.keys(body).sort()).toEqual(["data", "next_cursor"]);
     expect(body.next_cursor).toBeNull();
-    expect(body.data.map((s: any) => s.id)).toEqual([...ids].reverse());
+    expect(body.data.map((s) => s.id)).toEqual([...ids].reverse());
     for (const s of body.data) expectSourceShape(s);
   });
 
@@ -199,12 +202,11 @@ describe("Read", () => {
     const pages: number[] = [];
     let cursor: string | null = null;
     do {
-      const q: string = `?limit=3${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
-      const res = await call("GET", SOURCES + q, { key: a.key });
+      const res = await list(a, { limit: "3", ...(cursor ? { cursor } : {}) });
       expect(res.status).toBe(200);
-      const body = await json(res);
+      const body = await res.json();
       pages.push(body.data.length);
-      seen.push(...body.data.map((s: any) => s.id));
+      seen.push(...body.data.map((s) => s.id));
       cursor = body.next_cursor;
     } while (cursor !== null && pages.length < 10);
     expect(pages).toEqual([3, 3, 1]);
@@ -214,10 +216,10 @@ describe("Read", () => {
   it("default limit 50, max 100", async () => {
     const a = await createAccount();
     for (let i = 0; i < 51; i++) await createSource(a, { name: `s${i}` });
-    const first = await json(await call("GET", SOURCES, { key: a.key }));
+    const first = await (await list(a)).json();
     expect(first.data).toHaveLength(50);
     expect(first.next_cursor).toEqual(expect.any(String));
-    const all = await json(await call("GET", `${SOURCES}?limit=100`, { key: a.key }));
+    const all = await (await list(a, { limit: "100" })).json();
     expect(all.data).toHaveLength(51);
     expect(all.next_cursor).toBeNull();
   });
@@ -229,17 +231,17 @@ describe("Update", () => {
     const s = await createSource(a, { name: "before", provider: "shopify" });
     const res = await patch(a, s.id, { name: "after" });
     expect(res.status).toBe(200);
-    const { data } = await json(res);
+    const { data } = await res.json();
     expectSourceShape(data);
     expect(data).toMatchObject({ id: s.id, name: "after", provider: "shopify", ingest_url: s.ingest_url });
     expect((await row(s.id))!.name).toBe("after");
-    expect((await json(await get(a, s.id))).data).toStrictEqual(data);
+    expect((await (await get(a, s.id)).json()).data).toStrictEqual(data);
   });
 
   it("PATCH provider", async () => {
     const a = await createAccount();
     const s = await createSource(a, { name: "switch" });
-    const { data } = await json(await patch(a, s.id, { provider: "stripe" }));
+    const { data } = await (await patch(a, s.id, { provider: "stripe" })).json();
     expect(data).toMatchObject({ name: "switch", provider: "stripe" });
     expect((await row(s.id))!.provider).toBe("stripe");
   });
@@ -247,28 +249,28 @@ describe("Update", () => {
   it("PATCH signing_secret: set, replace, then null removes it", async () => {
     const a = await createAccount();
     const s = await createSource(a, { name: "sig", provider: "github" });
-    const set = await json(await patch(a, s.id, { signing_secret: "first-secret-0123" }));
+    const set = await (await patch(a, s.id, { signing_secret: "first-secret-0123" })).json();
     expect(set.data.verifies_signatures).toBe(true);
-    const ct1 = (await row(s.id))!.signing_secret_ct;
+    const ct1 = (await row(s.id))!.signingSecretCiphertext;
     expect(ct1).toMatch(/^v1\./);
-    const replaced = await json(await patch(a, s.id, { signing_secret: "second-secret-0123" }));
+    const replaced = await (await patch(a, s.id, { signing_secret: "second-secret-0123" })).json();
     expect(replaced.data.verifies_signatures).toBe(true);
-    expect((await row(s.id))!.signing_secret_ct).not.toBe(ct1);
-    const removed = await json(await patch(a, s.id, { signing_secret: null }));
+    expect((await row(s.id))!.signingSecretCiphertext).not.toBe(ct1);
+    const removed = await (await patch(a, s.id, { signing_secret: null })).json();
     expect(removed.data.verifies_signatures).toBe(false);
-    expect((await row(s.id))!.signing_secret_ct).toBeNull();
-    expect((await json(await get(a, s.id))).data.verifies_signatures).toBe(false);
+    expect((await row(s.id))!.signingSecretCiphertext).toBeNull();
+    expect((await (await get(a, s.id)).json()).data.verifies_signatures).toBe(false);
   });
 
   it("PATCH of one field leaves the others, the ingest URL and the secret alone", async () => {
     const a = await createAccount();
-    const created = await json(await post(a, { name: "keep", provider: "stripe", signing_secret: "whsec_keep_0123456789abcdefghij" }));
+    const created = await (await post(a, { name: "keep", provider: "stripe", signing_secret: "whsec_keep_0123456789abcdefghij" })).json();
     const before = await row(created.data.id);
-    const { data } = await json(await patch(a, created.data.id, { name: "kept" }));
+    const { data } = await (await patch(a, created.data.id, { name: "kept" })).json();
     const after = await row(created.data.id);
-    expect(after).toMatchObject({ ...before, name: "kept", updated_at: expect.any(Number) });
-    expect(after!.signing_secret_ct).toBe(before!.signing_secret_ct);
-    expect(after!.ingest_key).toBe(before!.ingest_key);
+    expect(after).toMatchObject({ ...before, name: "kept", updatedAt: expect.any(Number) });
+    expect(after!.signingSecretCiphertext).toBe(before!.signingSecretCiphertext);
+    expect(after!.ingestKey).toBe(before!.ingestKey);
     expect(data.ingest_url).toBe(created.data.ingest_url);
     expect(data.verifies_signatures).toBe(true);
     expect(data.created_at).toBe(created.data.created_at);
@@ -279,14 +281,14 @@ describe("Update", () => {
     const s = await createSource(a, { name: "noop" });
     const res = await patch(a, s.id, {});
     expect(res.status).toBe(200);
-    expect((await json(res)).data).toMatchObject({ id: s.id, name: "noop", provider: "generic" });
+    expect((await res.json()).data).toMatchObject({ id: s.id, name: "noop", provider: "generic" });
   });
 
   it("a write-only key may update", async () => {
     const a = await createAccount();
     const s = await createSource(a, { name: "w" });
     const w = await addKey(a.id, ["webhooks:write"]);
-    expect((await call("PATCH", `${SOURCES}/${s.id}`, { key: w.key, body: { name: "w2" } })).status).toBe(200);
+    expect((await patch(w, s.id, { name: "w2" })).status).toBe(200);
     expect((await row(s.id))!.name).toBe("w2");
   });
 });
@@ -295,13 +297,14 @@ describe("Delete", () => {
   it("DELETE → 204, then GET → 404 and the ingest URL is gone", async () => {
     const a = await createAccount();
     const s = await createSource(a, { name: "bye" });
-    const res = await call("DELETE", `${SOURCES}/${s.id}`, { key: a.key });
+    const del = () => api(a)[":source_id"].$delete({ param: { source_id: s.id } });
+    const res = await del();
     expect(res.status).toBe(204);
     expect(await res.text()).toBe("");
     const again = await get(a, s.id);
     expect(again.status).toBe(404);
-    expect((await json(again)).error.code).toBe("not_found");
-    expect((await call("DELETE", `${SOURCES}/${s.id}`, { key: a.key })).status).toBe(404);
+    expect(((await again.json()) as unknown as { error: { code: string } }).error.code).toBe("not_found");
+    expect((await del()).status).toBe(404);
     expect(await row(s.id)).toBeNull();
     const ingest = await call("POST", new URL(s.ingest_url).pathname, { raw: "{}", headers: { "content-type": "application/json" } });
     expect(ingest.status).toBe(404);
@@ -329,9 +332,9 @@ describe("Delete", () => {
     ];
     expect(await tally(doomed, s.id)).toEqual([1, 1, 1, 1]);
 
-    expect((await call("DELETE", `${SOURCES}/${s.id}`, { key: a.key })).status).toBe(204);
+    expect((await api(a)[":source_id"].$delete({ param: { source_id: s.id } })).status).toBe(204);
     // Hidden at once (the source is gone: its events answer 404), removed in the background.
-    expect((await call("GET", `${SOURCES}/${s.id}/events/${doomed.eventId}`, { key: a.key })).status).toBe(404);
+    expect((await api(a)[":source_id"].events[":event_id"].$get({ param: { source_id: s.id, event_id: doomed.eventId } })).status).toBe(404);
     expect(await count("SELECT count(*) AS n FROM partitions WHERE source_id = ?", s.id)).toBe(0);
     await runRemovals(s.id);
     // Its partitions are dropped whole: not even their tables are left.
