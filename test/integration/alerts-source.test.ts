@@ -6,7 +6,9 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { one, Source } from "../../src/http/openapi";
-import { addKey, call, createAccount, createDestination, createSource, expect422, expectError, json, mailbox, RFC3339, UUID, type Account } from "../helpers/api";
+import { eq } from "drizzle-orm";
+import { sources } from "../../src/db/schema";
+import { addKey, call, createAccount, createDestination, createSource, db, expect422, expectError, json, mailbox, RFC3339, UUID, type Account } from "../helpers/api";
 
 const SOURCES = "/api/v1/webhooks/sources";
 const post = (a: Account, body: unknown) => call("POST", SOURCES, { key: a.key, body });
@@ -123,7 +125,7 @@ describe("ingest to it is impossible", () => {
     expect((await call("POST", `/in/${stored!.ingest_key}`, event)).status).toBe(404);
     // Even were its key one an ingest URL could carry, a krafter source takes no request.
     const shaped = "src_" + "A".repeat(32);
-    await env.DB.prepare("UPDATE sources SET ingest_key = ? WHERE id = ?").bind(shaped, data.id).run();
+    await db().update(sources).set({ ingestKey: shaped }).where(eq(sources.id, data.id)).run();
     await expectError(await call("POST", `/in/${shaped}`, event), 404, "not_found");
     const events = await json(await call("GET", `${SOURCES}/${data.id}/events`, { key: a.key }));
     expect(events.data).toEqual([]);

@@ -13,7 +13,7 @@ import type { Env } from "../../src/config";
 import { CONSOLE_CSP, consoleRoutes } from "../../src/console/routes";
 import { HOUR_MS, KEEP_HOURS } from "../../src/delivery/attempt-counts";
 import type { DestinationHealth } from "../../src/destination-health";
-import { addKey, call, createAccount, createDestination, createSource, expectError, json, mailbox, ORIGIN, type Account } from "../helpers/api";
+import { addKey, call, createAccount, createDestination, createSource, expectError, json, mailbox, ORIGIN, revokeKey, type Account } from "../helpers/api";
 import { destinationRow, insertDelivery, insertEvent, runQueue } from "../helpers/delivery";
 
 async function send(url: string, init: RequestInit = {}): Promise<Response> {
@@ -137,7 +137,7 @@ describe("sign-in", () => {
 
   it("refuses a revoked key's session at the next page", async () => {
     const { browser } = await signIn(account.key);
-    await env.DB.prepare("UPDATE api_keys SET revoked_at = ? WHERE id = ?").bind(Date.now(), account.keyId).run();
+    await revokeKey(account.keyId);
     const page = await send(`${ORIGIN}/console`, { headers: { cookie: cookieHeader(browser) } });
     expect(await page.text()).toContain('action="/console/sign-in"');
   });

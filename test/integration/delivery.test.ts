@@ -9,7 +9,7 @@ import { Webhook } from "standardwebhooks";
 import { beforeEach, describe, expect, it } from "vitest";
 import type { Env } from "../../src/config";
 import { deliveryQueues, servicesFor } from "../../src/services";
-import { call, createAccount, createDestination, createSource, envWith, mailbox, setDns, type Account } from "../helpers/api";
+import { call, createAccount, createDestination, createSource, envWith, mailbox, setDestination, setDns, type Account } from "../helpers/api";
 import { forgetDeliveryDestination } from "../../src/db/destinations";
 import { attemptRows, currentMessage, deliveryRow, destinationRow, eventPartition, insertDelivery, insertEvent, partition, retryDelay, runQueue } from "../helpers/delivery";
 import type { DeliverMessage } from "../../src/delivery/messages";
@@ -90,9 +90,7 @@ describe("a successful attempt", () => {
     expect(() => new Webhook(dest.secret).verify(req!.body, req!.headers)).not.toThrow();
 
     // After the grace period only the new secret signs.
-    await env.DB.prepare("UPDATE destinations SET secret_rotated_at = ? WHERE id = ?")
-      .bind(Date.now() - 25 * 3600 * 1000, dest.id)
-      .run();
+    await setDestination(dest.id, { secretRotatedAt: Date.now() - 25 * 3600 * 1000 });
     // Written behind the API's back: this isolate's deliver cache is told, as the API tells it.
     forgetDeliveryDestination(dest.id);
     await runQueue("krafter-deliver", [await insertDelivery(await insertEvent(sourceId), dest.id)]);

@@ -14,6 +14,7 @@ import {
   envWith,
   json,
   mailbox,
+  setDestination,
   setDns,
   type Account,
   RFC3339,
@@ -221,7 +222,7 @@ describe("Test endpoint: PRODUCT.md's decisions", () => {
 
   it("a failing test call does not touch failure_count, enabled, or the attempt log", async () => {
     const { account, source, dest } = await setup({ repeat: { status: 500 } });
-    await env.DB.prepare("UPDATE destinations SET failure_count = 3 WHERE id = ?").bind(dest.id).run();
+    await setDestination(dest.id, { failureCount: 3 });
     const before = await destRow(dest.id);
     for (let i = 0; i < 2; i++) {
       const res = await test(account, source.id, dest.id);
@@ -238,7 +239,7 @@ describe("Test endpoint: PRODUCT.md's decisions", () => {
 
   it("a succeeding test call does not reset failure_count either", async () => {
     const { account, source, dest } = await setup();
-    await env.DB.prepare("UPDATE destinations SET failure_count = 4 WHERE id = ?").bind(dest.id).run();
+    await setDestination(dest.id, { failureCount: 4 });
     const res = await test(account, source.id, dest.id);
     expect(res.status).toBe(200);
     expect((await destRow(dest.id))!.failure_count).toBe(4);

@@ -13,7 +13,7 @@ import { recordWriters } from "../../src/delivery/records";
 import { servicesFor, type Services } from "../../src/services";
 import { attemptId } from "../../src/store/ids";
 import type { RecordRequest } from "../../src/store/types";
-import { call, createAccount, createDestination, createSource, mailbox, type Account } from "../helpers/api";
+import { call, createAccount, createDestination, createSource, mailbox, setDestination, type Account } from "../helpers/api";
 import { attemptRows, currentMessage, deliveryRow, eventPartition, insertDelivery, insertEvent, runQueue } from "../helpers/delivery";
 
 let account: Account;
@@ -103,7 +103,7 @@ describe("faults inside", () => {
     const goodDest = await createDestination(account, sourceId, { url: good.url });
     const badDest = await createDestination(account, sourceId, { url: poisoned.url });
     // A secret that no longer decrypts: processing that message throws inside the consumer.
-    await env.DB.prepare("UPDATE destinations SET secret_ct = 'v1.0000000000000000.AAAA.AAAA' WHERE id = ?").bind(badDest.id).run();
+    await setDestination(badDest.id, { secretCiphertext: "v1.0000000000000000.AAAA.AAAA" });
     const events = [await insertEvent(sourceId), await insertEvent(sourceId), await insertEvent(sourceId)];
     const msgs = [
       await insertDelivery(events[0]!, goodDest.id),

@@ -14,7 +14,7 @@ import { ListenHub } from "../../src/listen/hub";
 import { CLOSE, type ListenState } from "../../src/listen/protocol";
 import { EventStore } from "../../src/store/event-store";
 import { partitionName } from "../../src/store/ids";
-import { addKey, call, createAccount, createDestination, createSource, envWith, eventually, expectError, json, mailbox } from "../helpers/api";
+import { addKey, call, createAccount, createDestination, createSource, envWith, eventually, expectError, json, mailbox, revokeKey } from "../helpers/api";
 import { countFor, destinationRow, partitionsOf, readPartition } from "../helpers/delivery";
 
 const listenPath = (sourceId: string) => `/api/v1/webhooks/sources/${sourceId}/listen`;
@@ -108,7 +108,7 @@ describe("GET …/listen: who may listen", () => {
     const src = await createSource(owner);
     const stranger = await createAccount();
     const revoked = await addKey(owner.id, ["webhooks:read"]);
-    await env.DB.prepare("UPDATE api_keys SET revoked_at = ? WHERE id = ?").bind(Date.now(), revoked.keyId).run();
+    await revokeKey(revoked.keyId);
     const up = { upgrade: "websocket" };
     const cases: [string | null, Record<string, string>, number, string][] = [
       [null, up, 401, "unauthorized"],
@@ -317,7 +317,7 @@ describe("what a listener does not touch, and when it is cut off", () => {
     const k = await addKey(owner.id, ["webhooks:read"]);
     const revokedOne = await listen(src.id, k.key);
     const stays = await listen(src.id, owner.key);
-    await env.DB.prepare("UPDATE api_keys SET revoked_at = ? WHERE id = ?").bind(Date.now(), k.keyId).run();
+    await revokeKey(k.keyId);
     // The hub looks again every 30 s; here, now.
     await runInDurableObject(hubOf(src.id), (hub: ListenHub) => void ((hub as unknown as { checkedAt: number }).checkedAt = 0));
     const id = await ingest(src, { type: "after revocation" });

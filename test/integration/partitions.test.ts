@@ -16,7 +16,7 @@ import { servicesFor, type Services } from "../../src/services";
 import type { EventStore } from "../../src/store/event-store";
 import { MAX_DAY_SHARDS } from "../../src/store/shards";
 import { DAY_MS, dayOf, dayStart, partitionOf, readId, shardOfKey, type PartitionRef } from "../../src/store/ids";
-import { call, createAccount, createDestination, createSource, eventually, json, mailbox, type Account } from "../helpers/api";
+import { call, createAccount, createDestination, createSource, db, eventually, json, mailbox, type Account } from "../helpers/api";
 import {
   attemptRows,
   deliveriesOf,
@@ -32,7 +32,8 @@ import {
   storedEvents,
 } from "../helpers/delivery";
 import { deliveries } from "../../src/store/schema";
-import { eq } from "drizzle-orm";
+import { and, eq } from "drizzle-orm";
+import { partitions } from "../../src/db/schema";
 
 let account: Account;
 let source: { id: string; ingest_url: string };
@@ -256,11 +257,10 @@ describe("a day of many shards", () => {
     // Two busy days between them whose 128 shards hold nothing of this filter, and 100 more shards on the oldest day.
     const mask = (shards: number[]) => Array.from({ length: 256 }, (_, i) => (shards.includes(i) ? "1" : "0")).join("");
     const range = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i);
-    await workerEnv.DB.batch([
-      ...[today - 1, today - 2].map((day) =>
-        workerEnv.DB.prepare("INSERT INTO partitions (source_id, day, shards, base_shards, mask, created_at) VALUES (?, ?, 128, 128, ?, ?)").bind(source.id, day, mask(range(0, 128)), Date.now()),
-      ),
-      workerEnv.DB.prepare("UPDATE partitions SET shards = 256, mask = ? WHERE source_id = ? AND day = ?").bind(mask([...range(0, 100), 255]), source.id, today - 3),
+    const d1 = db();
+    await d1.batch([
+      d1.insert(partitions).values([today - 1, today - 2].map((day) => ({ sourceId: source.id, day, shards: 128, baseShards: 128, mask: mask(range(0, 128)), createdAt: Date.now() }))),
+      d1.update(partitions).set({ shards: 256, mask: mask([...range(0, 100), 255]) }).where(and(eq(partitions.sourceId, source.id), eq(partitions.day, today - 3))),
     ]);
     // 1 + 128 + 128 partitions fit the page's budget; the oldest day's 101 do not.
     const first = await get(`${base()}/events?limit=10`);
