@@ -522,7 +522,7 @@ export class EventStore extends DurableObject<Env> {
       for (const r of rows) {
         const q = this.s.queues.deliver(r.queueKey);
         const list = byQueue.get(q) ?? [];
-        list.push({ body: r.body as DeliverMessage, delaySeconds: r.delaySeconds });
+        list.push({ body: r.body, delaySeconds: r.delaySeconds });
         byQueue.set(q, list);
       }
       for (const [q, msgs] of byQueue) await sendAll(q, msgs);

@@ -12,6 +12,7 @@
  */
 import { sql } from "drizzle-orm";
 import { index, integer, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import type { DeliverMessage } from "../delivery/messages";
 
 /** pending: fan-out not done yet (the outbox of this partition holds it); dispatched: its deliveries exist. */
 export const eventStatuses = ["pending", "dispatched"] as const;
@@ -122,7 +123,7 @@ export const outbox = sqliteTable("outbox", {
   kind: text("kind", { enum: ["deliver", "gate"] }).notNull(),
   /** What picks the deliver queue (messages.ts queueKeyOf): a destination id, or an event id for a message to several. */
   queueKey: text("queue_key").notNull(),
-  body: text("body", { mode: "json" }).notNull(),
+  body: text("body", { mode: "json" }).$type<DeliverMessage>().notNull(),
   delaySeconds: integer("delay_seconds").notNull().default(0),
   createdAt: integer("created_at").notNull(),
 });
