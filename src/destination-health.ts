@@ -16,10 +16,11 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "./config";
+import { disableForFailures, writeFailureCount } from "./db/destinations";
 import { admit as admitToGate, close as closeGate, emptyGate, release as releaseToGate, type Admission, type AttemptEnd, type BreakerConfig, type GateConfig, type GateItem, type GateState } from "./delivery/gate";
 import { FIFO_PARK_SECONDS, FIFO_SETTLE_MS, FifoLine, type FifoItem, type FifoRow } from "./delivery/fifo";
 import { deliverMessage } from "./delivery/messages";
-import { servicesFor } from "./services";
+import { servicesFor, type Services } from "./services";
 import { idTimeMs, parsePartitionName } from "./store/ids";
 import { log } from "./log";
 import { AlertsOutbox } from "./alerts/outbox";
@@ -48,6 +49,13 @@ const FIFO_HEAD_IDLE_MS = 10_000;
 
 
 export class DestinationHealth extends DurableObject<Env> {
+  private readonly s: Services;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.s = servicesFor(env);
+  }
+
   private get count(): number {
     return this.ctx.storage.kv.get<number>(COUNT) ?? 0;
   }
@@ -58,15 +66,10 @@ export class DestinationHealth extends DurableObject<Env> {
       const count = this.count + 1;
       let disabledNow = false;
       if (count >= AUTO_DISABLE_THRESHOLD) {
-        const flipped = await this.env.DB.prepare(
-          "UPDATE destinations SET failure_count = ?1, enabled = 0, updated_at = ?2 WHERE id = ?3 AND enabled = 1 RETURNING id",
-        )
-          .bind(count, Date.now(), destinationId)
-          .first();
-        disabledNow = flipped !== null;
-        if (!disabledNow) await this.writeCount(destinationId, count);
+        disabledNow = await disableForFailures(this.s, destinationId, count);
+        if (!disabledNow) await writeFailureCount(this.s, destinationId, count);
       } else {
-        await this.writeCount(destinationId, count);
+        await writeFailureCount(this.s, destinationId, count);
       }
       this.ctx.storage.kv.put(COUNT, count);
       if (disabledNow) {
@@ -81,7 +84,7 @@ export class DestinationHealth extends DurableObject<Env> {
     return this.ctx.blockConcurrencyWhile(async () => {
       const before = this.count;
       if (before !== 0) {
-        await this.writeCount(destinationId, 0);
+        await writeFailureCount(this.s, destinationId, 0);
         this.ctx.storage.kv.put(COUNT, 0);
         await this.alerts.succeeded(destinationId, before);
       }
@@ -95,7 +98,7 @@ export class DestinationHealth extends DurableObject<Env> {
 
   /** This destination's alerts: their outbox, their clock and where they are stored (tests replace the last two). */
   get alerts(): AlertsOutbox {
-    return (this.alertsOutbox ??= new AlertsOutbox(this.ctx, this.env));
+    return (this.alertsOutbox ??= new AlertsOutbox(this.ctx, this.s));
   }
 
   /**
@@ -225,8 +228,8 @@ export class DestinationHealth extends DurableObject<Env> {
     if (!ref) return;
     try {
       const wait = Math.max(0, Math.ceil(((idTimeMs(head.event_id) ?? 0) + FIFO_SETTLE_MS - this.now()) / 1000));
-      await servicesFor(this.env)
-        .queues.deliver(destinationId)
+      await this.s.queues
+        .deliver(destinationId)
         .send(deliverMessage(ref, head.event_id, [{ deliveryId: head.delivery_id, destinationId, token: head.token }]), wait > 0 ? { delaySeconds: wait } : undefined);
       this.ctx.storage.kv.put(FIFO_HEAD_SENT, { id: head.delivery_id, at: this.now() + wait * 1000 });
     } catch (err) {
@@ -250,7 +253,7 @@ export class DestinationHealth extends DurableObject<Env> {
     let status: string | null = null;
     if (ref) {
       try {
-        status = await servicesFor(this.env).store(ref).deliveryStatus(head.delivery_id);
+        status = await this.s.store(ref).deliveryStatus(head.delivery_id);
       } catch (err) {
         log("error", "fifo_head_check_failed", { destination_id: destinationId, error: err instanceof Error ? err.name : "unknown" });
         return;
@@ -329,15 +332,4 @@ export class DestinationHealth extends DurableObject<Env> {
   async gateState(): Promise<GateState> {
     return this.gate;
   }
-
-  private async writeCount(destinationId: string, count: number): Promise<void> {
-    await this.env.DB.prepare("UPDATE destinations SET failure_count = ?1 WHERE id = ?2")
-      .bind(count, destinationId)
-      .run();
-  }
-}
-
-/** The stub for a destination's health object. */
-export function healthOf(env: Env, destinationId: string) {
-  return env.DESTINATION_HEALTH.get(env.DESTINATION_HEALTH.idFromName(destinationId));
 }

@@ -1,10 +1,12 @@
 /**
  * Everything with a side effect that the API, ingest and delivery code needs, built
- * from the Worker's bindings in one place. The clock, DNS and outbound HTTP are fields
- * here so tests and other runtimes can swap them.
+ * from the Worker's bindings in one place: nothing else reads the bindings (the Durable
+ * Objects, given them by the runtime, build their Services here too). The clock, DNS and
+ * outbound HTTP are fields here so tests and other runtimes can swap them.
  */
 import { loadConfig, type Config, type Env } from "./config";
 import type { DestinationHealth } from "./destination-health";
+import type { ListenHub } from "./listen/hub";
 import type { RateLimiter } from "./rate-limiter";
 import type { EventStore } from "./store/event-store";
 import { database, type Database } from "./db/client";
@@ -15,7 +17,6 @@ import { secretBox, type SecretBox } from "./security/secrets";
 import { dohResolver, type Resolver } from "./security/ssrf";
 
 export interface Services {
-  env: Env;
   config: Config;
   db: Database;
   secrets: SecretBox;
@@ -31,6 +32,8 @@ export interface Services {
   store: (ref: PartitionRef) => DurableObjectStub<EventStore>;
   /** The Durable Object of one destination: failure_count and auto-disable. */
   health: (destinationId: string) => DurableObjectStub<DestinationHealth>;
+  /** The Durable Object of one source holding its `krafter listen` sockets. */
+  listenHub: (sourceId: string) => DurableObjectStub<ListenHub>;
   /** The request counter of an API key (API_RATE_LIMIT). */
   rateLimiter: (keyId: string) => DurableObjectStub<RateLimiter>;
   /** The request counter of an account, all its keys together (ACCOUNT_API_RATE_LIMIT). */
@@ -100,7 +103,6 @@ export function servicesFor(env: Env): Services {
     const config = loadConfig(env);
     const m = config.meter;
     s = {
-      env,
       config,
       db: database(m ? meteredD1(env.DB) : env.DB),
       secrets: secretBox(env.ENCRYPTION_KEY, env.ENCRYPTION_KEYS_PREVIOUS),
@@ -110,6 +112,7 @@ export function servicesFor(env: Env): Services {
       queues: deliveryQueues(env, m),
       store: m ? (ref) => meteredStub(env.EVENT_STORE.getByName(partitionName(ref))) : (ref) => env.EVENT_STORE.getByName(partitionName(ref)),
       health: m ? (id) => meteredStub(env.DESTINATION_HEALTH.getByName(id)) : (id) => env.DESTINATION_HEALTH.getByName(id),
+      listenHub: m ? (id) => meteredStub(env.LISTEN_HUB.getByName(id)) : (id) => env.LISTEN_HUB.getByName(id),
       rateLimiter: (id) => env.RATE_LIMITER.getByName(`key:${id}`),
       accountRateLimiter: (id) => env.RATE_LIMITER.getByName(`account:${id}`),
       storedBytes: m ? (id) => meteredStub(env.RATE_LIMITER.getByName(`stored:${id}`)) : (id) => env.RATE_LIMITER.getByName(`stored:${id}`),

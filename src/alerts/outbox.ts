@@ -16,8 +16,7 @@
  * emitted when it ends.
  */
 import { log } from "../log";
-import { servicesFor } from "../services";
-import type { Env } from "../config";
+import type { Services } from "../services";
 import { EXHAUSTED_WINDOW_MS, FAILING_AT, alertData, type AlertType, type PendingAlert } from "./alerts";
 import { alertContext } from "./context";
 import { latestExhaustedEvent } from "./latest-exhausted";
@@ -61,7 +60,7 @@ export class AlertsOutbox {
 
   constructor(
     private readonly ctx: DurableObjectState,
-    private readonly env: Env,
+    private readonly s: Services,
   ) {}
 
   private get kv() {
@@ -142,7 +141,7 @@ export class AlertsOutbox {
 
   /** Stores one alert where it goes; false when it goes nowhere (by rule). */
   private async emit(alert: PendingAlert): Promise<boolean> {
-    const s = servicesFor(this.env);
+    const s = this.s;
     const c = await alertContext(s, alert.destinationId);
     if (!c || c.alertsSourceId === null) return false;
     if (c.onAlertsSource) {

@@ -255,3 +255,22 @@ export async function enabledDestinationsNamed(s: Services, sourceId: string, id
     .all();
   return new Map(rows.map((r) => [r.id, r.enabled]));
 }
+
+/** failure_count as the destination's health object counts it (destination-health.ts, its only writer). */
+export async function writeFailureCount(s: Services, id: string, count: number): Promise<void> {
+  await s.db.update(destinations).set({ failureCount: count }).where(eq(destinations.id, id));
+}
+
+/**
+ * failure_count, and the flip to disabled of a destination still enabled, in one
+ * statement (so the flip happens once per crossing): true when this call disabled it.
+ */
+export async function disableForFailures(s: Services, id: string, count: number): Promise<boolean> {
+  const flipped = await s.db
+    .update(destinations)
+    .set({ failureCount: count, enabled: false, updatedAt: s.now() })
+    .where(and(eq(destinations.id, id), eq(destinations.enabled, true)))
+    .returning({ id: destinations.id })
+    .get();
+  return flipped !== undefined;
+}

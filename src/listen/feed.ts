@@ -14,13 +14,10 @@
  * is down, or lost with an object that stopped, is what the listener's catch-up through
  * the events API is for (bin/krafter.mjs).
  */
-import type { Env } from "../config";
 import { envelope } from "../delivery/envelope";
 import { log } from "../log";
-import { meteredStub } from "../meter";
-import { servicesFor } from "../services";
+import type { Services } from "../services";
 import { partitionName, type PartitionRef } from "../store/ids";
-import { listenHub } from "./hub";
 import type { ListenEvent, ListenState } from "./protocol";
 
 /** Per push: at most this many events, and about this many bytes of bodies. */
@@ -44,7 +41,7 @@ export class ListenFeed {
 
   constructor(
     private readonly ctx: DurableObjectState,
-    private readonly env: Env,
+    private readonly s: Services,
     private readonly ref: PartitionRef,
   ) {
     this.name = partitionName(ref);
@@ -77,8 +74,7 @@ export class ListenFeed {
   }
 
   private hub() {
-    const stub = listenHub(this.env, this.ref.sourceId);
-    return servicesFor(this.env).config.meter ? meteredStub(stub) : stub;
+    return this.s.listenHub(this.ref.sourceId);
   }
 
   private async flush(): Promise<void> {

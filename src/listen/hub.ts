@@ -225,8 +225,3 @@ function decodeName(v: string | null): string | null {
     return null;
   }
 }
-
-/** The hub of a source. */
-export function listenHub(env: Env, sourceId: string): DurableObjectStub<ListenHub> {
-  return env.LISTEN_HUB.getByName(sourceId);
-}

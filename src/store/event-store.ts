@@ -120,8 +120,8 @@ export class EventStore extends DurableObject<Env> {
     if (!ref) throw new Error("an EventStore is named source/day/shard");
     this.ref = ref;
     this.ids = new IdMaker(ref.shard);
-    this.listen = new ListenFeed(ctx, env, ref);
     this.s = servicesFor(env);
+    this.listen = new ListenFeed(ctx, this.s, ref);
     if (this.s.config.meter) meteredSql(ctx.storage);
     this.db = drizzle(ctx.storage, { schema });
     this.q = hotStatements(this.db);

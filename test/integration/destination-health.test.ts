@@ -5,8 +5,9 @@
 import { evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
-import { healthOf, type DestinationHealth } from "../../src/destination-health";
+import type { DestinationHealth } from "../../src/destination-health";
 import type { Env } from "../../src/config";
+import { servicesFor } from "../../src/services";
 import { call, createAccount, createDestination, createSource, json, type Account } from "../helpers/api";
 import { destinationRow } from "../helpers/delivery";
 
@@ -26,7 +27,7 @@ const patchEnabled = (enabled: boolean) =>
 
 describe("DestinationHealth", () => {
   it("counts 50 concurrent exhausted forwards as 50 and disables exactly once", async () => {
-    const stub = healthOf(workerEnv, destinationId);
+    const stub = servicesFor(workerEnv).health(destinationId);
     const results = await Promise.all(Array.from({ length: 50 }, () => stub.exhausted(destinationId)));
     expect(results.filter((r) => r.disabled_now)).toHaveLength(1);
     expect(results.map((r) => r.failure_count).sort((a, b) => a - b)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
@@ -37,13 +38,13 @@ describe("DestinationHealth", () => {
   });
 
   it("does not disable below 10 consecutive failures", async () => {
-    const stub = healthOf(workerEnv, destinationId);
+    const stub = servicesFor(workerEnv).health(destinationId);
     for (let i = 0; i < 9; i++) expect((await stub.exhausted(destinationId)).disabled_now).toBe(false);
     expect(await destinationRow(destinationId)).toEqual({ enabled: 1, failure_count: 9 });
   });
 
   it("resets failure_count to 0 on a success", async () => {
-    const stub = healthOf(workerEnv, destinationId);
+    const stub = servicesFor(workerEnv).health(destinationId);
     for (let i = 0; i < 4; i++) await stub.exhausted(destinationId);
     await stub.success(destinationId);
     expect(await destinationRow(destinationId)).toEqual({ enabled: 1, failure_count: 0 });
@@ -53,7 +54,7 @@ describe("DestinationHealth", () => {
   });
 
   it("PATCH enabled:true does not reset failure_count; one more failure disables again; the first success resets", async () => {
-    const stub = healthOf(workerEnv, destinationId);
+    const stub = servicesFor(workerEnv).health(destinationId);
     for (let i = 0; i < 10; i++) await stub.exhausted(destinationId);
     expect(await destinationRow(destinationId)).toEqual({ enabled: 0, failure_count: 10 });
 
@@ -73,7 +74,7 @@ describe("DestinationHealth", () => {
   });
 
   it("keeps its count across an eviction", async () => {
-    const stub = healthOf(workerEnv, destinationId);
+    const stub = servicesFor(workerEnv).health(destinationId);
     for (let i = 0; i < 3; i++) await stub.exhausted(destinationId);
     await evictDurableObject(stub);
     expect((await stub.state()).failure_count).toBe(3);

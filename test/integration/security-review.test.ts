@@ -9,7 +9,6 @@ import { env } from "cloudflare:workers";
 import { Webhook } from "standardwebhooks";
 import { beforeEach, describe, expect, it } from "vitest";
 import type { Env } from "../../src/config";
-import { servicesFor } from "../../src/services";
 import { addKey, call, createAccount, createDestination, createSource, envWith, expectError, json, mailbox, setDns, type Account } from "../helpers/api";
 import { attemptRows, deliveryRow, destinationRow, insertDelivery, insertEvent, runQueue, storedEvents } from "../helpers/delivery";
 
@@ -49,10 +48,10 @@ describe("our own failures", () => {
     expect(res.status).toBe(201);
     const dest = (await json(res)).data;
     // The resolver is down: its endpoint answers 500 to every question.
-    const down = servicesFor(envWith({ ALLOW_PRIVATE_DESTINATIONS: "false", DOH_URL: `${env.RECEIVER_ORIGIN}/no-such-resolver` }));
+    const down = envWith({ ALLOW_PRIVATE_DESTINATIONS: "false", DOH_URL: `${env.RECEIVER_ORIGIN}/no-such-resolver` });
     for (let i = 0; i < 12; i++) {
       const msg = await insertDelivery(await insertEvent(source.id), dest.id);
-      const r = await runQueue("krafter-deliver", [msg], { env: down.env });
+      const r = await runQueue("krafter-deliver", [msg], { env: down });
       expect(r.explicitAcks).toEqual([]);
       expect(r.retryMessages).toHaveLength(1);
       expect(await attemptRows(msg.deliveries[0]!.delivery_id)).toEqual([]);
