@@ -4,18 +4,16 @@
  * `createApp()` is used by the Worker and by tests alike.
  */
 import { Hono } from "hono";
-import { HTTPException } from "hono/http-exception";
 import { methodNotAllowed } from "hono/method-not-allowed";
 import { requestId } from "hono/request-id";
-import { ConfigError } from "./config";
-import { ingestRoutes } from "./ingest/route";
+import { ingestRoutes } from "./http/ingest";
 import type { AppEnv } from "./http/context";
 import { destinationRoutes } from "./http/destinations";
 import { docsRoutes } from "./http/docs";
 import { eventRoutes } from "./http/events";
 import { listenRoutes } from "./http/listen";
 import { recoveryRoutes } from "./http/recovery";
-import { ApiError, errorBody, errorResponse } from "./http/errors";
+import { errorJson, onError } from "./http/errors";
 import { log } from "./log";
 import { meter } from "./meter";
 import { cachedOpenApiDocument } from "./http/openapi";
@@ -50,9 +48,7 @@ export function createApp() {
   app.use(methodNotAllowed({
     app,
     onMethodNotAllowed: (c, methods) =>
-      c.json(errorBody("method_not_allowed", `Use ${methods.join(", ")} on this path.`), 405, {
-        Allow: methods.join(", "),
-      }),
+      errorJson(c, "method_not_allowed", `Use ${methods.join(", ")} on this path.`, { Allow: methods.join(", ") }),
   }));
   app.use(async (c, next) => {
     // Fails closed: an unsafe configuration serves nothing but the error.
@@ -61,7 +57,7 @@ export function createApp() {
     await next();
   });
 
-  app.get("/__meter", (c) => (c.var.services.config.meter ? c.json(meter) : c.json(errorBody("not_found", "No such route."), 404)));
+  app.get("/__meter", (c) => (c.var.services.config.meter ? c.json(meter) : errorJson(c, "not_found", "No such route.")));
   app.get("/api/v1/openapi.json", async (c) => c.json(await cachedOpenApiDocument(app, new URL(c.req.url).origin)));
   app.get("/", (c) =>
     c.json({ data: { name: "krafter", docs: "/docs", api: "/api/v1", environment: c.var.services.config.environment } }),
@@ -79,26 +75,9 @@ export function createApp() {
   // The console (src/console): its calls go into this same app, with the session's key.
   app.route("/console", consoleRoutes((request, env, ctx) => app.fetch(request, env, ctx)));
 
-  app.notFound((c) => c.json(errorBody("not_found", "No such route."), 404));
+  app.notFound((c) => errorJson(c, "not_found", "No such route."));
 
-  app.onError((err, c) => {
-    if (err instanceof ApiError) return errorResponse(c, err);
-    if (err instanceof HTTPException) {
-      if (err.status === 400) return c.json(errorBody("invalid_json", "The request body is not valid JSON."), 400);
-      if (err.status === 413) return c.json(errorBody("payload_too_large", "The request body is too large."), 413);
-      return c.json(errorBody("bad_request", err.message || "Bad request."), err.status === 401 ? 401 : 400);
-    }
-    const requestId = c.var.requestId;
-    if (err instanceof ConfigError) {
-      // Our own message: it names the setting at fault, never a value.
-      log("error", "misconfigured", { request_id: requestId, message: err.message });
-      return c.json(errorBody("misconfigured", "The relay is misconfigured and refuses to serve.", undefined, requestId), 500);
-    }
-    // The class of the error and a fixed description only: a driver's message can carry
-    // SQL and bound values (a payload), and a log is no place for those.
-    log("error", "unhandled_error", { request_id: requestId, error: err instanceof Error ? err.name : typeof err, message: "an unexpected error reached the app's error handler" });
-    return c.json(errorBody("internal_error", "Something went wrong on our side.", undefined, requestId), 500);
-  });
+  app.onError(onError);
 
   return routes;
 }

@@ -10,7 +10,7 @@
  * The destination's health object decides them (destination-health.ts, outbox.ts); this
  * module says what they are.
  */
-import { rfc3339 } from "../http/format";
+import { rfc3339 } from "../time";
 
 export const alertTypes = ["destination.failing", "destination.disabled", "destination.recovered", "delivery.exhausted"] as const;
 export type AlertType = (typeof alertTypes)[number];

@@ -1,6 +1,6 @@
 /**
  * Storing an alert: ingested into the alerts source's partition of today like any event
- * (routed as ingest/route.ts routes one), which fans it out to the source's destinations
+ * (routed as ingest/receive.ts routes one), which fans it out to the source's destinations
  * through its outbox and the deliver queues. Its dedupe key makes a repeated try a
  * duplicate, never a second event.
  */

@@ -10,7 +10,7 @@
  * the same host is same-site and gets them.
  */
 import type { Context } from "hono";
-import { errorBody } from "../http/errors";
+import { KrafterError } from "../errors";
 import { tokensEqual } from "./session";
 
 export const CSRF_HEADER = "x-csrf-token";
@@ -27,9 +27,7 @@ export function crossOrigin(c: Context, strict: boolean): string | null {
   return null;
 }
 
-export function refuse(c: Context, why: string) {
-  c.header("cache-control", "no-store");
-  return c.json(errorBody("forbidden", `Cross-site request refused (${why}).`), 403);
-}
+/** The refusal to throw: a 403 forbidden in the API's envelope (no-store, as every console answer). */
+export const refused = (why: string) => new KrafterError("forbidden", `Cross-site request refused (${why}).`);
 
 export const tokenMatches = (given: string | undefined, expected: string | undefined) => tokensEqual(given, expected);

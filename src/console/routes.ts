@@ -16,9 +16,10 @@
  */
 import { Hono, type Context } from "hono";
 import { krafterClient } from "../client";
-import type { AppEnv } from "../http/context";
-import { errorBody } from "../http/errors";
-import { CSRF_HEADER, crossOrigin, refuse, tokenMatches } from "./csrf";
+import type { Env } from "../config";
+import { KrafterError, NotFoundError } from "../errors";
+import type { Services } from "../services";
+import { CSRF_HEADER, crossOrigin, refused, tokenMatches } from "./csrf";
 import { consolePage, signInPage } from "./pages";
 import script from "./script";
 import { CONSOLE_CSS } from "./styles";
@@ -38,10 +39,17 @@ export const CONSOLE_CSP = [
   "base-uri 'none'",
 ].join("; ");
 
-/** How the console reaches the API: the app's own fetch, in the same invocation (no network hop). */
-export type AppFetch = (request: Request, env: AppEnv["Bindings"], ctx: Context["executionCtx"]) => Response | Promise<Response>;
+/**
+ * What the console needs of the app it is mounted in: the bindings, and the services
+ * its middleware sets. Its refusals are thrown as domain errors (src/errors.ts), which
+ * the app's error handler puts in the API's envelope, as for every other route.
+ */
+type ConsoleEnv = { Bindings: Env; Variables: { services: Services } };
 
-type C = Context<AppEnv>;
+/** How the console reaches the API: the app's own fetch, in the same invocation (no network hop). */
+export type AppFetch = (request: Request, env: Env, ctx: Context["executionCtx"]) => Response | Promise<Response>;
+
+type C = Context<ConsoleEnv>;
 /** What the typed client's calls answer, as far as relaying goes. */
 type Answer = { status: number; headers: Headers; arrayBuffer(): Promise<ArrayBuffer> };
 
@@ -71,7 +79,7 @@ type Api = ReturnType<typeof apiFor>;
 type Call = (api: Api, c: C) => Promise<Answer>;
 
 export function consoleRoutes(appFetch: AppFetch) {
-  const routes = new Hono<AppEnv>();
+  const routes = new Hono<ConsoleEnv>();
 
   routes.use(async (c, next) => {
     await next();
@@ -100,10 +108,10 @@ export function consoleRoutes(appFetch: AppFetch) {
 
   routes.post("/sign-in", async (c) => {
     const why = crossOrigin(c, true);
-    if (why) return refuse(c, why);
+    if (why) throw refused(why);
     const form = await c.req.parseBody().catch(() => ({}) as Record<string, unknown>);
     const csrf = typeof form.csrf === "string" ? form.csrf : undefined;
-    if (!tokenMatches(csrf, getCookie(c, SIGN_IN_COOKIE))) return refuse(c, "no valid sign-in token: reload the page");
+    if (!tokenMatches(csrf, getCookie(c, SIGN_IN_COOKIE))) throw refused("no valid sign-in token: reload the page");
     const key = typeof form.key === "string" ? form.key.trim() : "";
     const s = c.var.services;
     const signed = await verifyKey(s, key);
@@ -118,11 +126,11 @@ export function consoleRoutes(appFetch: AppFetch) {
 
   routes.post("/sign-out", async (c) => {
     const why = crossOrigin(c, true);
-    if (why) return refuse(c, why);
+    if (why) throw refused(why);
     const session = await readSession(c, c.var.services);
     const form = await c.req.parseBody().catch(() => ({}) as Record<string, unknown>);
     const csrf = typeof form.csrf === "string" ? form.csrf : c.req.header(CSRF_HEADER);
-    if (session && !tokenMatches(csrf, session.csrf)) return refuse(c, "no valid token");
+    if (session && !tokenMatches(csrf, session.csrf)) throw refused("no valid token");
     endSession(c);
     return c.redirect("/console", 303);
   });
@@ -130,17 +138,17 @@ export function consoleRoutes(appFetch: AppFetch) {
   /** Every /console/api call: same origin, the session, its token; then the API itself answers. */
   const api = (write: boolean, call: Call) => async (c: C) => {
     const why = crossOrigin(c, write);
-    if (why) return refuse(c, why);
+    if (why) throw refused(why);
     const session = await readSession(c, c.var.services);
     if (!tokenMatches(c.req.header(CSRF_HEADER), session?.csrf)) {
       // Without a session there is no token to match: a stale page signs in again.
-      if (!session) return c.json(errorBody("unauthorized", "Not signed in to the console."), 401, { "cache-control": "no-store" });
-      return refuse(c, "no valid token");
+      if (!session) throw new KrafterError("unauthorized", "Not signed in to the console.");
+      throw refused("no valid token");
     }
     try {
       return await relay(await call(apiFor(c, session!, appFetch), c));
     } catch (err) {
-      if (err instanceof SyntaxError) return c.json(errorBody("invalid_json", "The request body is not valid JSON."), 400);
+      if (err instanceof SyntaxError) throw new KrafterError("invalid_json", "The request body is not valid JSON.");
       throw err;
     }
   };
@@ -166,7 +174,9 @@ export function consoleRoutes(appFetch: AppFetch) {
   const eparam = (c: C) => ({ source_id: p(c, "source_id"), event_id: p(c, "event_id") });
   routes.get("/api/sources/:source_id/events/:event_id", api(false, (a, c) => source(a).events[":event_id"].$get({ param: eparam(c) })));
   routes.post("/api/sources/:source_id/events/:event_id/redeliver", api(true, async (a, c) => source(a).events[":event_id"].redeliver.$post({ param: eparam(c), json: await body(c) })));
-  routes.all("/api/*", (c) => c.json(errorBody("not_found", "No such console route."), 404));
+  routes.all("/api/*", () => {
+    throw new NotFoundError("console route");
+  });
 
   return routes;
 }

@@ -9,7 +9,7 @@ import { createMiddleware } from "hono/factory";
 import { apiKeys } from "../db/schema";
 import { grantedScopes, hashApiKey, looksLikeApiKey, type Scope } from "../security/api-keys";
 import type { AppEnv } from "./context";
-import { ApiError } from "./errors";
+import { KrafterError, RateLimitedError } from "../errors";
 import { apiBodyGuard, apiBodyLimit } from "./validation";
 import { uniqueSymbol } from "hono-openapi";
 import { scopeSpec } from "./openapi";
@@ -22,21 +22,21 @@ export function requireScope(scope: Scope) {
     const header = c.req.header("authorization") ?? "";
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
     if (!match) {
-      throw new ApiError("unauthorized", "Missing API key: send `Authorization: Bearer krf_…`.");
+      throw new KrafterError("unauthorized", "Missing API key: send `Authorization: Bearer krf_…`.");
     }
     const key = match[1]!;
-    if (!looksLikeApiKey(key)) throw new ApiError("unauthorized", "Invalid API key.");
+    if (!looksLikeApiKey(key)) throw new KrafterError("unauthorized", "Invalid API key.");
     const { db, now } = c.var.services;
     const row = await db
       .select({ id: apiKeys.id, accountId: apiKeys.accountId, scopes: apiKeys.scopes, revokedAt: apiKeys.revokedAt, lastUsedAt: apiKeys.lastUsedAt })
       .from(apiKeys)
       .where(eq(apiKeys.keyHash, await hashApiKey(key)))
       .get();
-    if (!row || row.revokedAt !== null) throw new ApiError("unauthorized", "Invalid API key.");
+    if (!row || row.revokedAt !== null) throw new KrafterError("unauthorized", "Invalid API key.");
 
     const scopes = grantedScopes(row.scopes);
     if (!scopes.has(scope)) {
-      throw new ApiError("forbidden", `This API key lacks the required scope: ${scope}.`);
+      throw new KrafterError("forbidden", `This API key lacks the required scope: ${scope}.`);
     }
     const t = now();
     if (row.lastUsedAt === null || t - row.lastUsedAt > LAST_USED_RESOLUTION_MS) {
@@ -57,12 +57,11 @@ export function requireScope(scope: Scope) {
       if (byAccount.ok) c.executionCtx.waitUntil(accountLimiter.refund(byAccount.window).catch(() => undefined));
       // Let through again only once both windows allow it.
       const retryAfter = Math.max(byKey.retryAfterSeconds, byAccount.retryAfterSeconds);
-      c.header("retry-after", String(retryAfter));
-      throw new ApiError(
-        "rate_limited",
+      throw new RateLimitedError(
         !byKey.ok
           ? `This API key made ${apiRateLimit} requests in the last minute, the most API_RATE_LIMIT allows: retry after ${retryAfter} s.`
           : `This account's API keys made ${accountApiRateLimit} requests in the last minute, the most ACCOUNT_API_RATE_LIMIT allows: retry after ${retryAfter} s.`,
+        retryAfter,
       );
     }
     // Then the body: who may ask comes before what they sent (docs/decisions.md).

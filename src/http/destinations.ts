@@ -26,8 +26,8 @@ import { secretKeyBytes } from "../security/signing";
 import type { Services } from "../services";
 import { requireScope } from "./auth";
 import type { AppEnv } from "./context";
-import { ApiError, notFound } from "./errors";
-import { rfc3339 } from "./format";
+import { KrafterError, NotFoundError, ValidationError } from "../errors";
+import { rfc3339 } from "../time";
 import { page, paginationQuery } from "./pagination";
 import { ownedSource } from "./sources";
 import { issuesToDetails, validate } from "./validation";
@@ -141,10 +141,10 @@ const emptyBody = createMiddleware<AppEnv>(async (c, next) => {
     try {
       value = JSON.parse(text);
     } catch {
-      throw new ApiError("invalid_json", "The request body is not valid JSON.");
+      throw new KrafterError("invalid_json", "The request body is not valid JSON.");
     }
     const parsed = testBody.safeParse(value);
-    if (!parsed.success) throw new ApiError("validation_failed", "The request is not valid.", issuesToDetails(parsed.error.issues));
+    if (!parsed.success) throw new ValidationError(issuesToDetails(parsed.error.issues));
   }
   await next();
 });
@@ -177,7 +177,7 @@ async function assertAcceptableUrl(s: Services, raw: string): Promise<void> {
       })
     : syntax;
   if (!verdict.ok) {
-    throw new ApiError("validation_failed", "The request is not valid.", [
+    throw new ValidationError([
       { field: "url", code: syntax.ok ? "url_refused" : "invalid_url", message: `url ${verdict.reason}.` },
     ]);
   }
@@ -189,9 +189,9 @@ const normalizedUrl = (raw: string) => new URL(raw).href;
 /** The destination named in the path, if its source belongs to the caller; otherwise 404. */
 export async function ownedDestination(c: { var: AppEnv["Variables"] }, sourceId: string | undefined, id: string | undefined) {
   const source = await ownedSource(c, sourceId);
-  if (!isId(id)) throw notFound("destination");
+  if (!isId(id)) throw new NotFoundError("destination");
   const row = await getDestination(c.var.services, source.id, id);
-  if (!row) throw notFound("destination");
+  if (!row) throw new NotFoundError("destination");
   return row;
 }
 
@@ -215,7 +215,7 @@ export const destinationRoutes = new Hono<AppEnv>()
     await assertAcceptableUrl(c.var.services, body.url);
     const created = await createDestination(c.var.services, source.id, { ...body, url: normalizedUrl(body.url) });
     if (created === "quota_exceeded") {
-      throw new ApiError("quota_exceeded", `This source has ${c.var.services.config.maxDestinationsPerSource} destinations, the most MAX_DESTINATIONS_PER_SOURCE allows: delete one first.`);
+      throw new KrafterError("quota_exceeded", `This source has ${c.var.services.config.maxDestinationsPerSource} destinations, the most MAX_DESTINATIONS_PER_SOURCE allows: delete one first.`);
     }
     const { row, secret } = created;
     return c.json({ data: { ...destinationJson(row), secret } }, 201);

@@ -13,8 +13,8 @@ import { getEvent, listEvents } from "../store/query";
 import type { TargetDestination } from "../store/types";
 import { requireScope } from "./auth";
 import type { AppEnv } from "./context";
-import { ApiError, notFound } from "./errors";
-import { rfc3339 } from "./format";
+import { NotFoundError, ValidationError } from "../errors";
+import { rfc3339 } from "../time";
 import { cursorField, encodeCursor, limitField } from "./pagination";
 import { ownedSource } from "./sources";
 import { validate } from "./validation";
@@ -70,7 +70,7 @@ export const eventRoutes = new Hono<AppEnv>()
     const source = await ownedSource(c, c.req.param("source_id"));
     const id = c.req.param("event_id");
     const [event, live] = await Promise.all([isId(id) ? getEvent(s, source.id, id) : null, destinationIdsOf(s, source.id)]);
-    if (!event) throw notFound("event");
+    if (!event) throw new NotFoundError("event");
     const data = {
       id: event.id,
       source_id: source.id,
@@ -106,7 +106,7 @@ export const eventRoutes = new Hono<AppEnv>()
     const source = await ownedSource(c, c.req.param("source_id"));
     const id = c.req.param("event_id");
     const ref = isId(id) ? partitionOf(source.id, id) : null;
-    if (!ref) throw notFound("event");
+    if (!ref) throw new NotFoundError("event");
     const { destination_ids } = c.req.valid("json");
 
     let targets: TargetDestination[];
@@ -120,12 +120,12 @@ export const eventRoutes = new Hono<AppEnv>()
             ? [{ field: `destination_ids.${i}`, code: "destination_disabled", message: "The destination is disabled: PATCH enabled:true first." }]
             : [],
       );
-      if (details.length > 0) throw new ApiError("validation_failed", "The request is not valid.", details);
+      if (details.length > 0) throw new ValidationError(details);
       targets = wanted.map((d) => ({ id: d, eventFilter: [] }));
     } else {
       targets = await targetsOf(s, source.id);
     }
     const result = await s.store(ref).redeliver(id, targets, destination_ids !== undefined);
-    if (!result) throw notFound("event");
+    if (!result) throw new NotFoundError("event");
     return c.json({ data: { queued: result.queued, already_pending: result.alreadyPending } }, 202);
   });

@@ -9,10 +9,10 @@
 import { Hono } from "hono";
 import { describeRoute, resolver } from "hono-openapi";
 import { z } from "zod";
-import { LISTENER_HEADERS } from "../listen/hub";
+import { listenHub, LISTENER_HEADERS } from "../listen/hub";
 import { requireScope } from "./auth";
 import type { AppEnv } from "./context";
-import { ApiError } from "./errors";
+import { KrafterError } from "../errors";
 import { ErrorEnvelope } from "./openapi";
 import { ownedSource } from "./sources";
 import { validate } from "./validation";
@@ -41,7 +41,7 @@ const documented = describeRoute({
 export const listenRoutes = new Hono<AppEnv>().get("/", documented, requireScope("webhooks:read"), validate("query", z.strictObject({})), async (c) => {
   const source = await ownedSource(c, c.req.param("source_id"));
   if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
-    throw new ApiError("bad_request", "This route is a WebSocket: send `Upgrade: websocket` (`npx krafter listen` does).");
+    throw new KrafterError("bad_request", "This route is a WebSocket: send `Upgrade: websocket` (`npx krafter listen` does).");
   }
   const p = c.var.principal;
   const headers = new Headers({
@@ -50,8 +50,8 @@ export const listenRoutes = new Hono<AppEnv>().get("/", documented, requireScope
     [LISTENER_HEADERS.accountId]: p.accountId,
     [LISTENER_HEADERS.name]: encodeURIComponent(source.name),
   });
-  const res = await c.var.services.listenHub(source.id).fetch(new Request(`https://listen.internal/${source.id}`, { headers }));
+  const res = await listenHub(c.var.services.env, source.id).fetch(new Request(`https://listen.internal/${source.id}`, { headers }));
   // The hub could not tell the source's partitions (storage busy): the listener tries again.
-  if (res.status !== 101) throw new ApiError("internal_error", "The listener could not be set up; try again.");
+  if (res.status !== 101) throw new KrafterError("internal_error", "The listener could not be set up; try again.");
   return res;
 });

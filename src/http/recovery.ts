@@ -14,9 +14,9 @@ import { listAttempts, partitionsIn } from "../store/query";
 import { attemptOutcomes } from "../store/schema";
 import { requireScope } from "./auth";
 import type { AppEnv } from "./context";
-import { ApiError } from "./errors";
+import { KrafterError } from "../errors";
 import { instant, windowRefinement } from "./events";
-import { rfc3339 } from "./format";
+import { rfc3339 } from "../time";
 import { cursorField, encodeCursor, limitField } from "./pagination";
 import { ownedDestination } from "./destinations";
 import { validate } from "./validation";
@@ -77,7 +77,7 @@ export const recoveryRoutes = new Hono<AppEnv>()
     const s = c.var.services;
     const dest = await ownedDestination(c, c.req.param("source_id"), c.req.param("id"));
     if (!dest.enabled) {
-      throw new ApiError("conflict", "The destination is disabled: PATCH enabled:true first, then replay.");
+      throw new KrafterError("conflict", "The destination is disabled: PATCH enabled:true first, then replay.");
     }
     const body = c.req.valid("json");
     const window = { sinceMs: body.since, untilMs: body.until ?? s.now() + 1 };
@@ -105,4 +105,4 @@ export const recoveryRoutes = new Hono<AppEnv>()
   });
 
 const tooWide = (message: string) =>
-  new ApiError("validation_failed", message, [{ field: "until", code: "window_too_large", message }]);
+  new KrafterError("validation_failed", message, [{ field: "until", code: "window_too_large", message }]);

@@ -8,8 +8,8 @@ import type { Services } from "../services";
 import { createAlertsSource, createSource, deleteSource, getSource, listSources, underSourceQuota, updateSource, type SourceRow } from "../db/sources";
 import { requireScope } from "./auth";
 import type { AppEnv } from "./context";
-import { ApiError, notFound } from "./errors";
-import { rfc3339 } from "./format";
+import { KrafterError, NotFoundError, ValidationError } from "../errors";
+import { rfc3339 } from "../time";
 import { page, paginationQuery } from "./pagination";
 import { validate } from "./validation";
 import { doc, list, one, Source } from "./openapi";
@@ -64,9 +64,9 @@ export function sourceJson(row: SourceRow, origin: string, canWrite: boolean) {
 
 /** The source named in the path, if it exists and belongs to the caller; otherwise 404. */
 export async function ownedSource(c: { var: AppEnv["Variables"] }, id: string | undefined): Promise<SourceRow> {
-  if (!isId(id)) throw notFound("source");
+  if (!isId(id)) throw new NotFoundError("source");
   const row = await getSource(c.var.services, c.var.principal.accountId, id);
-  if (!row) throw notFound("source");
+  if (!row) throw new NotFoundError("source");
   return row;
 }
 
@@ -81,7 +81,7 @@ async function assertSecretFits(s: Services, row: SourceRow, patch: { provider?:
   const why = secret === null ? null : invalidSigningSecret(provider, secret);
   if (why) {
     const kept = patch.signing_secret === undefined ? " (the source's current secret): send a new signing_secret, or null" : "";
-    throw new ApiError("validation_failed", "The request is not valid.", [
+    throw new ValidationError([
       { field: "signing_secret", code: "invalid_signing_secret", message: `for a ${provider} source, ${why}${kept}` },
     ]);
   }
@@ -97,7 +97,7 @@ function assertProviderChange(row: SourceRow, to: SourceProvider | undefined): v
     row.provider === ALERTS_PROVIDER
       ? "the alerts source's provider cannot change (delete it to stop alerts)"
       : "a source cannot become the alerts source: create it with POST and provider krafter (one per account)";
-  throw new ApiError("validation_failed", "The request is not valid.", [{ field: "provider", code: "provider_fixed", message }]);
+  throw new ValidationError([{ field: "provider", code: "provider_fixed", message }]);
 }
 
 export const sourceRoutes = new Hono<AppEnv>()
@@ -121,7 +121,7 @@ export const sourceRoutes = new Hono<AppEnv>()
       const accountId = c.var.principal.accountId;
       let row: SourceRow;
       const quota = () =>
-        new ApiError("quota_exceeded", `This account has ${s.config.maxSourcesPerAccount} sources, the most MAX_SOURCES_PER_ACCOUNT allows: delete one first.`);
+        new KrafterError("quota_exceeded", `This account has ${s.config.maxSourcesPerAccount} sources, the most MAX_SOURCES_PER_ACCOUNT allows: delete one first.`);
       if (takesRequests(body.provider)) {
         const created = await createSource(s, accountId, { ...body, provider: body.provider });
         if (created === "quota_exceeded") throw quota();
@@ -129,7 +129,7 @@ export const sourceRoutes = new Hono<AppEnv>()
       } else {
         if (!(await underSourceQuota(s, accountId))) throw quota();
         const created = await createAlertsSource(s, accountId, body.name);
-        if (!created) throw new ApiError("conflict", "This account has an alerts source already (provider krafter): an account has at most one.");
+        if (!created) throw new KrafterError("conflict", "This account has an alerts source already (provider krafter): an account has at most one.");
         row = created;
       }
       return c.json({ data: sourceJson(row, origin(c.req.url), canWrite(c)) }, 201);

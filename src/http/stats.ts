@@ -9,7 +9,7 @@ import { z } from "zod";
 import { requireScope } from "./auth";
 import type { AppEnv } from "./context";
 import { ownedDestination } from "./destinations";
-import { rfc3339 } from "./format";
+import { rfc3339 } from "../time";
 import { doc, one } from "./openapi";
 
 const tags = ["Attempts"];

@@ -1,16 +1,15 @@
 /**
- * Request validation: zod schemas through @hono/zod-validator, with every failure turned
- * into the error envelope (422 with one detail per field; 400 for unparsable JSON,
- * raised by the validator and mapped in the app's error handler).
+ * Request validation: zod schemas through hono-openapi's `validator` (which also puts
+ * each schema in the OpenAPI document), with every failure in the error envelope: 422
+ * with one detail per field, 400 invalid_json for a body that is not JSON.
  */
-import { zValidator } from "@hono/zod-validator";
-import { resolver, uniqueSymbol } from "hono-openapi";
+import { uniqueSymbol, validator } from "hono-openapi";
 import { bodyLimit } from "hono/body-limit";
 import { createMiddleware } from "hono/factory";
-import type { ValidationTargets } from "hono";
+import type { Context, Next, ValidationTargets } from "hono";
 import type { z } from "zod";
+import { KrafterError, ValidationError, type ErrorDetail } from "../errors";
 import type { AppEnv } from "./context";
-import { ApiError, type ErrorDetail } from "./errors";
 
 /** API request bodies are small; ingest has its own, larger limit. */
 export const API_BODY_LIMIT = 64 * 1024;
@@ -32,10 +31,10 @@ export function issuesToDetails(issues: z.core.$ZodIssue[]): ErrorDetail[] {
   return details;
 }
 
-const hook = (result: { success: boolean; error?: { issues: z.core.$ZodIssue[] } }) => {
-  if (!result.success) {
-    throw new ApiError("validation_failed", "The request is not valid.", issuesToDetails(result.error!.issues));
-  }
+/** The validator's hook: a failure is a 422 naming each field (unknown fields included: the schemas are strict). */
+const hook = (result: { success: true } | { success: false; error: readonly unknown[] }) => {
+  // Zod's Standard Schema issues are its own issue objects, with their codes and paths.
+  if (!result.success) throw new ValidationError(issuesToDetails(result.error as z.core.$ZodIssue[]));
 };
 
 /**
@@ -46,7 +45,7 @@ export const apiBodyGuard = createMiddleware<AppEnv>(async (c, next) => {
   if (c.req.raw.body !== null && c.req.header("content-length") !== "0") {
     const type = c.req.header("content-type");
     if (type === undefined || !/^application\/([\w.-]+\+)?json\s*(;|$)/i.test(type)) {
-      throw new ApiError("unsupported_media_type", "Send the request body as JSON, with `content-type: application/json`.");
+      throw new KrafterError("unsupported_media_type", "Send the request body as JSON, with `content-type: application/json`.");
     }
   }
   await next();
@@ -55,17 +54,42 @@ export const apiBodyGuard = createMiddleware<AppEnv>(async (c, next) => {
 export const apiBodyLimit = bodyLimit({
   maxSize: API_BODY_LIMIT,
   onError: () => {
-    throw new ApiError("payload_too_large", `The request body must be at most ${API_BODY_LIMIT} bytes.`);
+    throw new KrafterError("payload_too_large", `The request body must be at most ${API_BODY_LIMIT} bytes.`);
   },
 });
 
+/** The media types Hono's validator reads as JSON (hono/validator: any other is not parsed). */
+const JSON_MEDIA_TYPE = /^application\/([\w.-]+\+)?json$/i;
+
 /**
- * zValidator with our error envelope, carrying the schema for the OpenAPI document
- * (the marker hono-openapi's own validator sets), so the document shows exactly what
- * is validated.
+ * A JSON body that does not parse is `invalid_json`, said here. hono-openapi's validator
+ * cannot say it: its JSON is read by Hono's validator, which throws an HTTPException 400
+ * before the hook is called, and the error handler could tell that 400 from any other
+ * only by its message. So the body is parsed here first; Hono keeps the text, and the
+ * validator parses it again from there (twice, at most 64 KiB, on API writes only).
+ */
+async function parseJson(c: Context, next: Next) {
+  const type = c.req.header("content-type");
+  if (type !== undefined && JSON_MEDIA_TYPE.test(type.split(";")[0]!.trim())) {
+    try {
+      await c.req.json();
+    } catch {
+      throw new KrafterError("invalid_json", "The request body is not valid JSON.");
+    }
+  }
+  await next();
+}
+
+/**
+ * hono-openapi's validator, with our hook for the 422 envelope; its schema goes into the
+ * OpenAPI document, so the document shows exactly what is validated. For a JSON body,
+ * parseJson runs first, and the middleware keeps the validator's OpenAPI marker
+ * (`uniqueSymbol`, which the library exports for custom middlewares) so it is still
+ * documented as the validator.
  */
 export function validate<T extends keyof ValidationTargets, S extends z.ZodType>(target: T, schema: S) {
-  return Object.assign(zValidator(target, schema, hook), {
-    [uniqueSymbol]: { target, ...resolver(schema as unknown as Parameters<typeof resolver>[0]), options: undefined },
-  });
+  const check = validator(target, schema, hook);
+  if (target !== "json") return check;
+  const parseThenCheck = (c: Context, next: Next) => parseJson(c, () => check(c, next) as Promise<void>);
+  return Object.assign(parseThenCheck, { [uniqueSymbol]: check[uniqueSymbol as never] }) as unknown as typeof check;
 }

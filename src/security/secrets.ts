@@ -9,7 +9,7 @@
  * Each ciphertext is bound to the row and column it belongs to through the GCM
  * additional data, so a ciphertext copied into another row does not decrypt.
  */
-import { ApiError } from "../http/errors";
+import { EncryptionUnavailableError } from "../errors";
 import { base64ToBytes, bytesToBase64Url, base64UrlToBytes, bytesToHex } from "./encoding";
 
 interface KeyEntry {
@@ -30,10 +30,10 @@ async function importKey(b64: string): Promise<KeyEntry> {
   try {
     raw = base64ToBytes(b64.trim());
   } catch {
-    throw new ApiError("encryption_unavailable", "ENCRYPTION_KEY is not valid base64.");
+    throw new EncryptionUnavailableError("ENCRYPTION_KEY is not valid base64.");
   }
   if (raw.length !== 32) {
-    throw new ApiError("encryption_unavailable", "ENCRYPTION_KEY must be the base64 of exactly 32 bytes.");
+    throw new EncryptionUnavailableError("ENCRYPTION_KEY must be the base64 of exactly 32 bytes.");
   }
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", raw));
   const key = await crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["encrypt", "decrypt"]);
@@ -42,10 +42,7 @@ async function importKey(b64: string): Promise<KeyEntry> {
 
 async function loadKeys(current: string | undefined, previous: string | undefined): Promise<KeyEntry[]> {
   if (!current || current.trim() === "") {
-    throw new ApiError(
-      "encryption_unavailable",
-      "Secrets cannot be stored: the Worker has no ENCRYPTION_KEY configured.",
-    );
+    throw new EncryptionUnavailableError("Secrets cannot be stored: the Worker has no ENCRYPTION_KEY configured.");
   }
   const cacheKey = `${current}|${previous ?? ""}`;
   const hit = cache.get(cacheKey);
@@ -78,7 +75,7 @@ export function secretBox(current: string | undefined, previous?: string): Secre
       const [version, keyId, iv, ct] = ciphertext.split(".");
       const entry = keys.find((k) => k.id === keyId);
       if (version !== "v1" || !entry || !iv || !ct) {
-        throw new ApiError("encryption_unavailable", "A stored secret cannot be decrypted with the configured keys.");
+        throw new EncryptionUnavailableError("A stored secret cannot be decrypted with the configured keys.");
       }
       try {
         const plain = await crypto.subtle.decrypt(
@@ -88,7 +85,7 @@ export function secretBox(current: string | undefined, previous?: string): Secre
         );
         return new TextDecoder().decode(plain);
       } catch {
-        throw new ApiError("encryption_unavailable", "A stored secret cannot be decrypted with the configured keys.");
+        throw new EncryptionUnavailableError("A stored secret cannot be decrypted with the configured keys.");
       }
     },
   };

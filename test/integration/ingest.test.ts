@@ -683,6 +683,24 @@ describe("limits and errors", () => {
     expect(await rowsFor(src.id)).toEqual([]);
   });
 
+  it("a streamed body that never ends is refused once past the limit, not read whole", async () => {
+    const a = await createAccount();
+    const src = await createSource(a, { name: "endless" });
+    let pulled = 0;
+    const endless = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        pulled += 64 * 1024;
+        controller.enqueue(new Uint8Array(64 * 1024).fill(0x61));
+      },
+    });
+    const req = new Request(`${ORIGIN}${pathOf(src)}`, { method: "POST", body: endless, duplex: "half" } as RequestInit);
+    await expectError(await send(req), 413, "payload_too_large");
+    // Read up to the limit and one chunk past it (and what the stream queued meanwhile): never more.
+    expect(pulled).toBeGreaterThan(MiB);
+    expect(pulled).toBeLessThanOrEqual(MiB + 4 * 64 * 1024);
+    expect(await rowsFor(src.id)).toEqual([]);
+  });
+
   it("a streamed body of exactly 1 MiB is accepted", async () => {
     const a = await createAccount();
     const src = await createSource(a, { name: "streamed" });

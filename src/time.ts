@@ -1,4 +1,4 @@
-/** How values leave the API: RFC 3339 UTC timestamps with second precision, as the reference page shows them. */
+/** How timestamps leave Krafter (the API, alerts): RFC 3339 UTC with second precision, as the reference page shows them. */
 export function rfc3339(ms: number): string;
 export function rfc3339(ms: number | null): string | null;
 export function rfc3339(ms: number | null): string | null {
