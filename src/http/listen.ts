@@ -9,7 +9,7 @@
 import { Hono } from "hono";
 import { describeRoute, resolver } from "hono-openapi";
 import { z } from "zod";
-import { listenHub, LISTENER_HEADERS } from "../listen/hub";
+import { LISTENER_HEADERS } from "../listen/hub";
 import { requireScope } from "./auth";
 import type { AppEnv } from "./context";
 import { KrafterError } from "../errors";
@@ -50,7 +50,7 @@ export const listenRoutes = new Hono<AppEnv>().get("/", documented, requireScope
     [LISTENER_HEADERS.accountId]: p.accountId,
     [LISTENER_HEADERS.name]: encodeURIComponent(source.name),
   });
-  const res = await listenHub(c.var.services.env, source.id).fetch(new Request(`https://listen.internal/${source.id}`, { headers }));
+  const res = await c.var.services.listenHub(source.id).fetch(new Request(`https://listen.internal/${source.id}`, { headers }));
   // The hub could not tell the source's partitions (storage busy): the listener tries again.
   if (res.status !== 101) throw new KrafterError("internal_error", "The listener could not be set up; try again.");
   return res;
