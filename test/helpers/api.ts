@@ -218,8 +218,11 @@ export interface EventDetail {
   }[];
 }
 
+/** What expectError reads: a Response, or the typed client's answer. */
+type Answer = Pick<Response, "status" | "headers" | "text">;
+
 /** The one error envelope: asserts status, code and shape (no stack trace), and returns the body. */
-export async function expectError(res: Response, status: number, code: string): Promise<Envelope> {
+export async function expectError(res: Answer, status: number, code: string): Promise<Envelope> {
   const text = await res.text();
   expect(res.status, text).toBe(status);
   expect(res.headers.get("content-type")).toMatch(/^application\/json/);
@@ -244,7 +247,7 @@ export async function expectError(res: Response, status: number, code: string): 
 }
 
 /** A 422 whose details name each of `fields`. */
-export async function expect422(res: Response, ...fields: string[]): Promise<Envelope> {
+export async function expect422(res: Answer, ...fields: string[]): Promise<Envelope> {
   const body = await expectError(res, 422, "validation_failed");
   const got = (body.error.details ?? []).map((d) => d.field);
   for (const f of fields) expect(got, JSON.stringify(body)).toContain(f);

@@ -5,7 +5,7 @@
  * the test DoH endpoint (DOH_URL), programmed with setDns; each test uses its own names.
  */
 import { beforeEach, describe, expect, it } from "vitest";
-import { call, createAccount, createSource, envWith, json, setDns, type Account } from "../helpers/api";
+import { call, clientFor, createAccount, createSource, envWith, expectError, json, setDns, type Account } from "../helpers/api";
 
 const PUBLIC_V4 = "93.184.215.14";
 
@@ -167,3 +167,41 @@ describe("production", () => {
     expect(await listUrls()).toEqual([]);
   });
 });
+
+async function listUrlsOf(a: Account, sourceId: string): Promise<string[]> {
+  const res = await clientFor(a).api.v1.webhooks.sources[":source_id"].destinations.$get({ param: { source_id: sourceId }, query: {} });
+  return (await res.json()).data.map((d) => d.url);
+}
+
+describe("Private destinations (PRODUCT.md)", () => {
+  it("ALLOW_PRIVATE_DESTINATIONS=true lets local development forward to http://localhost:3000", async () => {
+    const account = await createAccount();
+    const source = await createSource(account, { name: "local" });
+    const res = await call("POST", `/api/v1/webhooks/sources/${source.id}/destinations`, {
+      key: account.key,
+      body: { url: "http://localhost:3000/webhooks" },
+      env: envWith({ ENVIRONMENT: "development", ALLOW_PRIVATE_DESTINATIONS: "true" }),
+    });
+    expect(res.status).toBe(201);
+    const refused = await call("POST", `/api/v1/webhooks/sources/${source.id}/destinations`, {
+      key: account.key,
+      body: { url: "http://localhost:3000/webhooks" },
+      env: envWith({ ENVIRONMENT: "development", ALLOW_PRIVATE_DESTINATIONS: "false" }),
+    });
+    await expectError(refused, 422, "validation_failed");
+    expect(await listUrlsOf(account, source.id)).toEqual(["http://localhost:3000/webhooks"]);
+  });
+
+  it("ALLOW_PRIVATE_DESTINATIONS=true in production: the Worker refuses to serve (500), nothing stored", async () => {
+    const account = await createAccount();
+    const source = await createSource(account, { name: "prod" });
+    const unsafe = envWith({ ENVIRONMENT: "production", ALLOW_PRIVATE_DESTINATIONS: "true" });
+    const res = await call("POST", `/api/v1/webhooks/sources/${source.id}/destinations`, { key: account.key, body: { url: "http://127.0.0.1:3000/" }, env: unsafe });
+    const body = await expectError(res, 500, "misconfigured");
+    expect(body.error.request_id).toBeTruthy();
+    expect(JSON.stringify(body)).not.toContain("ALLOW_PRIVATE");
+    await expectError(await call("GET", `/api/v1/webhooks/sources/${source.id}/destinations`, { key: account.key, env: unsafe }), 500, "misconfigured");
+    expect(await listUrlsOf(account, source.id)).toEqual([]);
+  });
+});
+
