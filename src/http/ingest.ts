@@ -6,15 +6,12 @@
  * The hot path is: the source from the isolate's cache, the body within MAX_BODY_BYTES
  * (Hono's bodyLimit), the signature check (in memory), one call to the partition.
  */
-import { Hono } from "hono";
+import { Hono, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import { createMiddleware } from "hono/factory";
-import type { MiddlewareHandler } from "hono";
 import { describeRoute, resolver } from "hono-openapi";
 import { z } from "zod";
 import { KrafterError } from "../errors";
 import { receive, receivingSource } from "../ingest/receive";
-import type { IngestSource } from "../ingest/sources";
 import type { AppEnv } from "./context";
 import { ErrorEnvelope } from "./openapi";
 
@@ -37,22 +34,14 @@ const ingestDoc = describeRoute({
   },
 } as Parameters<typeof describeRoute>[0]);
 
-type IngestEnv = { Variables: { ingestSource: IngestSource } };
-
-/** The source first: an unknown key is a 404 before any of its body is read. */
-const source = createMiddleware<AppEnv & IngestEnv>(async (c, next) => {
-  c.set("ingestSource", await receivingSource(c.var.services, c.req.param("ingest_key")!));
-  await next();
-});
-
 /**
  * Hono's bodyLimit at MAX_BODY_BYTES: a declared Content-Length over it is refused
  * unread; a body without one is counted as it streams and refused as soon as it passes
- * the limit, never read whole. One middleware per limit (the setting rarely changes).
+ * the limit, never read whole. One per limit (the setting rarely changes), called by the
+ * handler once the source is known, so an unknown key is a 404 before any body is read.
  */
 let limiter: { maxSize: number; middleware: MiddlewareHandler } | undefined;
-const limitBody = createMiddleware<AppEnv>((c, next) => {
-  const maxSize = c.var.services.config.maxBodyBytes;
+function bodyLimitOf(maxSize: number): MiddlewareHandler {
   if (limiter?.maxSize !== maxSize) {
     limiter = {
       maxSize,
@@ -64,13 +53,18 @@ const limitBody = createMiddleware<AppEnv>((c, next) => {
       }),
     };
   }
-  return limiter.middleware(c, next);
-});
+  return limiter.middleware;
+}
+/** What bodyLimit calls when the body is within the limit: the handler goes on. */
+const within = async () => {};
 
-export const ingestRoutes = new Hono<AppEnv>().post("/:ingest_key", ingestDoc, source, limitBody, async (c) => {
+export const ingestRoutes = new Hono<AppEnv>().post("/:ingest_key", ingestDoc, async (c) => {
+  const s = c.var.services;
   const key = c.req.param("ingest_key");
+  const source = await receivingSource(s, key);
+  await bodyLimitOf(s.config.maxBodyBytes)(c, within);
   const bytes = new Uint8Array(await c.req.raw.arrayBuffer());
-  const result = await receive(c.var.services, c.executionCtx, key, c.var.ingestSource, bytes, c.req.raw.headers);
+  const result = await receive(s, c.executionCtx, key, source, bytes, c.req.raw.headers);
   if (result.kind === "duplicate") return c.json({ data: { event_id: result.eventId, duplicate: true } }, 200);
   return c.json({ data: { event_id: result.eventId } }, 202);
 });
