@@ -25,6 +25,17 @@ export type IngestResult =
   /** Over this partition's share of INGEST_RATE_LIMIT: nothing stored. */
   | { kind: "rate_limited"; retryAfterSeconds: number };
 
+/** One attempt as a delivery's summary shows it, and as a settlement records it. */
+export interface AttemptSummary {
+  id: string;
+  number: number;
+  outcome: AttemptOutcome;
+  statusCode: number | null;
+  error: string | null;
+  durationMs: number;
+  createdAt: number;
+}
+
 export interface EventSummary {
   id: string;
   type: string;
@@ -37,15 +48,7 @@ export interface DeliverySummary {
   destinationId: string;
   status: DeliveryStatus;
   attemptCount: number;
-  lastAttempt: {
-    id: string;
-    number: number;
-    outcome: AttemptOutcome;
-    statusCode: number | null;
-    error: string | null;
-    durationMs: number;
-    createdAt: number;
-  } | null;
+  lastAttempt: AttemptSummary | null;
 }
 
 export interface EventDetail extends EventSummary {
@@ -125,15 +128,7 @@ export interface Settlement {
   token: string;
   messageId: string;
   status: DeliveryStatus;
-  attempt: {
-    id: string;
-    number: number;
-    outcome: AttemptOutcome;
-    statusCode: number | null;
-    error: string | null;
-    durationMs: number;
-    createdAt: number;
-  };
+  attempt: AttemptSummary;
   /** Queue the next attempt after this many seconds (status stays pending). */
   retryAfterSeconds?: number;
 }
