@@ -46,7 +46,7 @@ export interface Env
  * ALLOW_PRIVATE_DESTINATIONS). Anything else, a typo or "staging" included, is production.
  */
 const NON_PRODUCTION = new Set(["development", "dev", "test", "local"]);
-export const isProduction = (environment: string) => !NON_PRODUCTION.has(environment.trim().toLowerCase());
+const isProduction = (environment: string) => !NON_PRODUCTION.has(environment.trim().toLowerCase());
 
 /**
  * The largest event body: a partition's row holds it with its kept headers (at most

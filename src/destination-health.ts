@@ -26,9 +26,9 @@ import { log } from "./log";
 import { AlertsOutbox } from "./alerts/outbox";
 import { AttemptCounts, type HourCount } from "./delivery/attempt-counts";
 
-export const AUTO_DISABLE_THRESHOLD = 10;
+const AUTO_DISABLE_THRESHOLD = 10;
 
-export interface HealthState {
+interface HealthState {
   failure_count: number;
   /** true when this call flipped the destination to disabled. */
   disabled_now: boolean;

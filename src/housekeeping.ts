@@ -11,7 +11,7 @@ import { log } from "./log";
 import type { Services } from "./services";
 import { dayOf } from "./store/ids";
 
-export interface HousekeepingReport {
+interface HousekeepingReport {
   removals_requeued: number;
   partition_rows_expired: number;
 }

@@ -2,7 +2,7 @@
  * One structured JSON line per request and per delivery attempt. Callers pass ids,
  * statuses and timings only: never secrets, keys, signatures, bodies or full URLs.
  */
-export type Level = "debug" | "info" | "warn" | "error";
+type Level = "debug" | "info" | "warn" | "error";
 
 export function log(level: Level, msg: string, fields: Record<string, unknown> = {}): void {
   const line = JSON.stringify({ level, msg, time: new Date().toISOString(), ...fields });

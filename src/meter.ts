@@ -21,8 +21,6 @@ export const meter = {
   doRowsWritten: 0,
 };
 
-export type MeterTotals = typeof meter;
-
 type Meta = { meta?: { rows_read?: number; rows_written?: number } };
 
 function countD1(result: unknown): void {

@@ -13,9 +13,9 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "./config";
 
-export const API_WINDOW_MS = 60_000;
+const API_WINDOW_MS = 60_000;
 
-export interface RateVerdict {
+interface RateVerdict {
   ok: boolean;
   /** When not ok: seconds until the window ends. */
   retryAfterSeconds: number;

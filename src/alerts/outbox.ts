@@ -44,7 +44,7 @@ interface ExhaustedWindow {
 /** Alerts of one destination waiting at most: far more than a long outage leaves (a few an hour). */
 const MAX_OUTBOX = 200;
 /** Between two alerts of one destination, so they reach an endpoint in the order they happened. */
-export const ALERT_SPACING_MS = 1_000;
+const ALERT_SPACING_MS = 1_000;
 const RETRY_MS = 1_000;
 const RETRY_MAX_MS = 300_000;
 

@@ -15,9 +15,9 @@ import { TtlCache } from "../ttl-cache";
 export type DestinationRow = typeof destinations.$inferSelect;
 
 /** How long the secret before a rotation keeps signing alongside the new one. */
-export const ROTATION_GRACE_MS = 24 * 60 * 60 * 1000;
+const ROTATION_GRACE_MS = 24 * 60 * 60 * 1000;
 
-export interface DestinationInput {
+interface DestinationInput {
   url: string;
   secret?: string | undefined;
   event_filter?: string[] | undefined;
@@ -151,7 +151,7 @@ export async function deleteDestination(s: Services, row: DestinationRow): Promi
  * The source's destinations changed: its partitions that can still fan out (yesterday's,
  * today's, tomorrow's, for clocks apart) read them again before their next fan-out.
  */
-export async function invalidateTargets(s: Services, sourceId: string): Promise<void> {
+async function invalidateTargets(s: Services, sourceId: string): Promise<void> {
   const today = dayOf(s.now());
   const days = await partitionDays(s, sourceId, today - 1, today + 1);
   const limiter = new Limiter();
@@ -185,7 +185,7 @@ export type DeliveryDestination = Pick<
  * isolate: a change (disabled, new URL, new secret, deleted) applies to deliveries on
  * every isolate within that time, at once on the isolate that made it.
  */
-export const DELIVERY_CACHE_TTL_MS = 5_000;
+const DELIVERY_CACHE_TTL_MS = 5_000;
 const DELIVERY_CACHE_ENTRIES = 10_000;
 const deliveryCache = new TtlCache<string, DeliveryDestination | null>(DELIVERY_CACHE_ENTRIES);
 

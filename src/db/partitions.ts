@@ -25,9 +25,9 @@ export interface Registration {
 }
 
 /** A mask with only this shard's character set. */
-export const maskWith = (shard: number) => "0".repeat(shard) + "1" + "0".repeat(MAX_DAY_SHARDS - shard - 1);
+const maskWith = (shard: number) => "0".repeat(shard) + "1" + "0".repeat(MAX_DAY_SHARDS - shard - 1);
 
-export function hasShard(layout: { mask: string }, shard: number): boolean {
+function hasShard(layout: { mask: string }, shard: number): boolean {
   return layout.mask.charCodeAt(shard) === 49; // "1"
 }
 
@@ -116,7 +116,7 @@ export function lookupChain(ref: PartitionRef, reg: Registration, shards: number
   return { today, previous };
 }
 
-export interface DayPartitions {
+interface DayPartitions {
   day: number;
   shards: number[];
 }

@@ -17,9 +17,9 @@ import { shardsOf } from "./partitions";
 /** At most this many chunks (bits of done_mask); partitions are spread over them. */
 const MAX_CHUNKS = 50;
 const MIN_CHUNK = 20;
-export const REQUEUE_AFTER_MS = 10 * 60_000;
+const REQUEUE_AFTER_MS = 10 * 60_000;
 /** The removal waits out the ingest path's source cache, so late events of a deleted source go too. */
-export const REMOVAL_DELAY_SECONDS = Math.ceil(SOURCE_CACHE_TTL_MS / 1000) + 5;
+const REMOVAL_DELAY_SECONDS = Math.ceil(SOURCE_CACHE_TTL_MS / 1000) + 5;
 
 type Removal = typeof removals.$inferSelect;
 
@@ -58,7 +58,7 @@ export async function deleteWithRemoval(
 }
 
 /** Queues every chunk of a job not done yet. */
-export async function queueRemoval(s: Services, job: Removal, delaySeconds = REMOVAL_DELAY_SECONDS): Promise<void> {
+async function queueRemoval(s: Services, job: Removal, delaySeconds = REMOVAL_DELAY_SECONDS): Promise<void> {
   const msgs: { body: WorkMessage; delaySeconds: number }[] = [];
   chunksOf(job.partitions).forEach((chunk, i) => {
     if (Math.floor(job.doneMask / 2 ** i) % 2 === 0) msgs.push({ body: removalMessage(job.id, i, job.sourceId, job.destinationId, chunk), delaySeconds });

@@ -13,7 +13,7 @@ import { sources, type Provider } from "./schema";
 export type SourceRow = Omit<typeof sources.$inferSelect, "provider"> & { provider: SourceProvider };
 
 /** 192 random bits: the ingest URL is the only credential a provider holds. */
-export function generateIngestKey(): string {
+function generateIngestKey(): string {
   return "src_" + bytesToBase64Url(randomBytes(24));
 }
 

@@ -23,7 +23,7 @@ export interface HourCount {
 }
 
 /** How an attempt's end counts in the chart, if at all. */
-export function countAs(end: AttemptEnd): "succeeded" | "failed" | null {
+function countAs(end: AttemptEnd): "succeeded" | "failed" | null {
   if (end === "succeeded") return "succeeded";
   if (end === "failed" || end === "answered") return "failed";
   return null;

@@ -12,7 +12,7 @@ import type { Limiter } from "./limiter";
 import { decide } from "./retry";
 import { sendSigned } from "./send";
 
-export interface AttemptInput {
+interface AttemptInput {
   destination: DeliveryDestination;
   event: ClaimedEvent;
   sourceId: string;

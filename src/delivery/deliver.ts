@@ -31,15 +31,15 @@ import type { DeliverMessage, DeliveryItem } from "./messages";
 import { recordWriters, type RecordWriters } from "./records";
 
 /** Payload bytes claimed per wave. */
-export const WAVE_BUDGET_BYTES = 8 * 1024 * 1024;
+const WAVE_BUDGET_BYTES = 8 * 1024 * 1024;
 /** Attempts to one destination in flight at once within one batch. */
-export const PER_DESTINATION = 2;
+const PER_DESTINATION = 2;
 /** When every attempt in flight has waited this long and nothing else can start, the rest goes back to the queue. */
 export const SLOW_MS = 1_000;
 /** A gate's permit lasts the delivery timeout and this much more when nobody returns it. */
 const LEASE_MARGIN_MS = 30_000;
 /** Our own failures (a partition or D1 unreachable) are retried after this. */
-export const RETRY_OURS_SECONDS = 5;
+const RETRY_OURS_SECONDS = 5;
 
 export interface Incoming {
   /** The queue message's id: it holds the claim on its deliveries while it is processed. */
@@ -50,13 +50,13 @@ export interface Incoming {
 }
 
 /** Our own failures are retried sooner first, then less often: 5 s doubling to 5 min. */
-export function oursDelay(attempts: number): number {
+function oursDelay(attempts: number): number {
   return Math.min(RETRY_OURS_SECONDS * 2 ** Math.max(0, attempts - 1), 300);
 }
 
-export type Settle = { ack: true } | { ack: false; delaySeconds: number };
+type Settle = { ack: true } | { ack: false; delaySeconds: number };
 
-export interface BatchReport {
+interface BatchReport {
   /** The most outbound connections open at once. */
   peakConnections: number;
   /** The most payload and envelope bytes held at once (an upper bound). */
@@ -540,7 +540,7 @@ function groupBy<T>(items: T[], key: (t: T) => string): Map<string, T[]> {
 }
 
 /** The UTF-8 size of a string, in one pass and without a copy. */
-export function utf8Length(text: string): number {
+function utf8Length(text: string): number {
   let n = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
@@ -558,4 +558,3 @@ function errorName(err: unknown): string {
   return err instanceof Error ? err.name : "unknown";
 }
 
-export type { RecordWriters };

@@ -19,7 +19,7 @@ import { idTimeMs } from "../store/ids";
 
 export const FIFO_SETTLE_MS = 2_000;
 export const FIFO_PARK_SECONDS = 300;
-export const FIFO_REPLAY_AGE_MS = 60_000;
+const FIFO_REPLAY_AGE_MS = 60_000;
 
 export interface FifoItem {
   deliveryId: string;
@@ -30,7 +30,7 @@ export interface FifoItem {
   nextToken: string;
 }
 
-export type FifoVerdict = { kind: "head" } | { kind: "settle"; waitMs: number } | { kind: "wait" };
+type FifoVerdict = { kind: "head" } | { kind: "settle"; waitMs: number } | { kind: "wait" };
 
 export interface FifoRow {
   delivery_id: string;

@@ -4,7 +4,7 @@
  * `invoice.paid` and `invoice.payment.failed`, not `invoice` itself).
  */
 export const MAX_FILTER_ENTRIES = 100;
-export const MAX_FILTER_ENTRY_LENGTH = 255;
+const MAX_FILTER_ENTRY_LENGTH = 255;
 
 /** Why a filter entry is invalid, or null. */
 export function invalidFilterEntry(entry: string): string | null {

@@ -34,10 +34,10 @@
  * again with the delay): waiting is not an attempt, spends no retry and counts nothing.
  */
 
-export const BREAKER_WINDOW_MS = 60_000;
+const BREAKER_WINDOW_MS = 60_000;
 const BREAKER_BUCKET_MS = 10_000;
 export const BREAKER_MIN_ATTEMPTS = 10;
-export const BREAKER_FAILURE_RATIO = 0.5;
+const BREAKER_FAILURE_RATIO = 0.5;
 export const BREAKER_OPEN_MS = 30_000;
 export const BREAKER_OPEN_MAX_MS = 300_000;
 /** A destination whose attempts take longer than this (on average, or one in flight now) is slow: the slow lane's. */
@@ -56,7 +56,7 @@ export interface BreakerConfig {
   openMaxMs: number;
 }
 
-export const DEFAULT_BREAKER: BreakerConfig = {
+const DEFAULT_BREAKER: BreakerConfig = {
   minAttempts: BREAKER_MIN_ATTEMPTS,
   failureRatio: BREAKER_FAILURE_RATIO,
   openMs: BREAKER_OPEN_MS,

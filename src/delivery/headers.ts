@@ -4,7 +4,7 @@
  * may be credentials: they are stored encrypted (db/destinations.ts) and never logged.
  */
 export const MAX_CUSTOM_HEADERS = 20;
-export const MAX_HEADER_VALUE_LENGTH = 1024;
+const MAX_HEADER_VALUE_LENGTH = 1024;
 export const MASK = "********";
 
 /** RFC 7230 token characters. */

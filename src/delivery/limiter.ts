@@ -7,7 +7,7 @@
  * connection.
  */
 export const CONNECTIONS_PER_INVOCATION = 6;
-export const HTTP_PERMITS = CONNECTIONS_PER_INVOCATION - 1;
+const HTTP_PERMITS = CONNECTIONS_PER_INVOCATION - 1;
 
 export class Limiter {
   private inUse = 0;

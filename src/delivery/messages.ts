@@ -70,7 +70,7 @@ export function removalMessage(removalId: string, chunk: number, sourceId: strin
   return { kind: "removal", removal_id: removalId, chunk, source_id: sourceId, destination_id: destinationId, partitions: parts };
 }
 
-export type Outgoing<T> = { body: T; delaySeconds?: number };
+type Outgoing<T> = { body: T; delaySeconds?: number };
 
 /** Queue sendBatch takes at most 100 messages (and 256 KB): send any number, 100 at a time. */
 export async function sendAll<T>(queue: Queue<T>, messages: Outgoing<T>[]): Promise<void> {

@@ -25,7 +25,7 @@ export const MAX_FILTER_DEPTH = 10;
 
 export type Filter = Record<string, unknown>;
 
-export interface FilterIssue {
+interface FilterIssue {
   /** Dotted path from the payload_filter field, e.g. `payload_filter.data.amount.$gtx`. */
   field: string;
   code: "not_an_object" | "too_large" | "too_deep" | "unknown_operator" | "invalid_operand";

@@ -6,9 +6,9 @@
 /** Cloudflare Queues delays a message at most this long (send or retry). */
 export const MAX_QUEUE_DELAY_SECONDS = 86_400;
 
-export type RetryDecision = { retry: true; delaySeconds: number } | { retry: false; reason: "succeeded" | "gone" | "exhausted" };
+type RetryDecision = { retry: true; delaySeconds: number } | { retry: false; reason: "succeeded" | "gone" | "exhausted" };
 
-export interface AttemptOutcome {
+interface AttemptOutcome {
   /** HTTP status, or null for transport errors, timeouts and refused URLs. */
   status: number | null;
   retryAfter?: string | null;

@@ -8,10 +8,10 @@ import { checkDestinationUrl } from "../security/ssrf";
 import { signedHeaders } from "../security/signing";
 import type { Services } from "../services";
 
-export const RESPONSE_EXCERPT_BYTES = 4096;
+const RESPONSE_EXCERPT_BYTES = 4096;
 export const USER_AGENT = "Krafter-Webhooks/1.0 (+https://krafter.dev)";
 
-export interface SendRequest {
+interface SendRequest {
   url: string;
   /** The exact JSON text sent and signed. */
   body: string;
@@ -25,7 +25,7 @@ export interface SendRequest {
   timeoutMs: number;
 }
 
-export type SendResult =
+type SendResult =
   | { kind: "response"; status: number; body: string; durationMs: number; retryAfter: string | null }
   | { kind: "error"; error: string; durationMs: number }
   | { kind: "refused"; error: string; durationMs: number }

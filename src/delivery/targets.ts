@@ -10,7 +10,7 @@ import type { TargetDestination } from "../store/types";
 import { matchesFilter } from "./filter";
 import { matchesPayload } from "./payload-filter";
 
-export interface TargetEvent {
+interface TargetEvent {
   type: string;
   /** The payload as parsed JSON, read only when a payload filter needs it; undefined when it is not JSON. */
   payload?: () => { json: unknown } | undefined;

@@ -7,8 +7,8 @@ import { providers, type Provider } from "../db/schema";
 import { base64ToBytes, bytesToBase64, hexToBytes, sha256Hex, timingSafeEqual } from "../security/encoding";
 import { secretKeyBytes } from "../security/signing";
 
-export const SIGNATURE_TOLERANCE_SECONDS = 300;
-export const MAX_TYPE_LENGTH = 255;
+const SIGNATURE_TOLERANCE_SECONDS = 300;
+const MAX_TYPE_LENGTH = 255;
 
 /**
  * The alerts source's provider (src/alerts): Krafter itself feeds that source, so it has
@@ -34,7 +34,7 @@ export interface IncomingRequest {
   nowSeconds: number;
 }
 
-export type Verification = { ok: true } | { ok: false; reason: string };
+type Verification = { ok: true } | { ok: false; reason: string };
 
 const enc = new TextEncoder();
 
@@ -191,7 +191,7 @@ export function eventTypeOf(provider: Provider, req: IncomingRequest): string {
 }
 
 /** At most `max` UTF-16 units, never half of a surrogate pair. */
-export function cutAtCodePoint(text: string, max: number): string {
+function cutAtCodePoint(text: string, max: number): string {
   if (text.length <= max) return text;
   const high = text.charCodeAt(max - 1);
   return text.slice(0, high >= 0xd800 && high <= 0xdbff ? max - 1 : max);

@@ -30,7 +30,7 @@ export async function receivingSource(s: Services, ingestKey: string): Promise<I
   return source;
 }
 
-export type Received = { kind: "stored" | "duplicate"; eventId: string };
+type Received = { kind: "stored" | "duplicate"; eventId: string };
 
 /** Stores one event received at `ingestKey` for `source`, or throws why not (nothing stored then). */
 export async function receive(

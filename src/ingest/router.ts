@@ -12,12 +12,12 @@ import type { IngestRequest, IngestResult } from "../store/types";
 import { initialShards } from "../store/shards";
 import { TtlCache } from "../ttl-cache";
 
-export const ROUTE_CACHE_TTL_MS = 5_000;
+const ROUTE_CACHE_TTL_MS = 5_000;
 const ROUTE_CACHE_ENTRIES = 10_000;
 
 const cache = new TtlCache<string, number>(ROUTE_CACHE_ENTRIES);
 
-export async function shardsFor(s: Services, sourceId: string, day: number): Promise<number> {
+async function shardsFor(s: Services, sourceId: string, day: number): Promise<number> {
   const key = `${sourceId}/${day}`;
   const hit = cache.get(key, s.now());
   if (hit) return hit.value;
@@ -31,7 +31,7 @@ export async function shardsFor(s: Services, sourceId: string, day: number): Pro
 }
 
 /** A partition said the day has more shards than we thought. */
-export function learnShards(s: Services, sourceId: string, day: number, shards: number): void {
+function learnShards(s: Services, sourceId: string, day: number, shards: number): void {
   cache.set(`${sourceId}/${day}`, shards, s.now() + ROUTE_CACHE_TTL_MS);
 }
 

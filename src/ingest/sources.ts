@@ -12,7 +12,7 @@ import { TtlCache } from "../ttl-cache";
 
 export const SOURCE_CACHE_TTL_MS = 5_000;
 /** Entries kept per isolate; the oldest go first. */
-export const SOURCE_CACHE_ENTRIES = 10_000;
+const SOURCE_CACHE_ENTRIES = 10_000;
 
 export interface IngestSource {
   id: string;

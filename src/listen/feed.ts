@@ -25,7 +25,7 @@ const PUSH_EVENTS = 100;
 const PUSH_BYTES = 4 * 1024 * 1024;
 const KEY = "listen";
 
-export interface StoredEvent {
+interface StoredEvent {
   type: string;
   payload: string;
   payloadIsJson: boolean;

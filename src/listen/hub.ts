@@ -36,7 +36,7 @@ const ANNOUNCE_BATCH = 50;
 const KV = { epoch: "epoch" } as const;
 
 /** What the Worker's route tells the hub about a listener, kept on its socket across hibernation. */
-export interface ListenerInfo {
+interface ListenerInfo {
   keyId: string;
   accountId: string;
   connectedAt: number;

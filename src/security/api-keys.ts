@@ -7,7 +7,7 @@ import { bytesToBase64Url, randomBytes, sha256Hex } from "./encoding";
 export const scopes = ["webhooks:read", "webhooks:write"] as const;
 export type Scope = (typeof scopes)[number];
 
-export const KEY_PREFIX = "krf_";
+const KEY_PREFIX = "krf_";
 const KEY_SHAPE = /^krf_[A-Za-z0-9_-]{43}$/;
 
 export function generateApiKey(): string {

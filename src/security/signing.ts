@@ -6,9 +6,9 @@
  */
 import { base64ToBytes, bytesToBase64, randomBytes } from "./encoding";
 
-export const SECRET_PREFIX = "whsec_";
-export const MIN_SECRET_BYTES = 24;
-export const MAX_SECRET_BYTES = 64;
+const SECRET_PREFIX = "whsec_";
+const MIN_SECRET_BYTES = 24;
+const MAX_SECRET_BYTES = 64;
 
 /** The key bytes of a `whsec_` secret, or null when it is not one of 24 to 64 bytes. */
 export function secretKeyBytes(secret: string): Uint8Array | null {
@@ -50,7 +50,7 @@ export async function signPayload(secret: string, msgId: string, timestamp: numb
   return `v1,${bytesToBase64(new Uint8Array(mac))}`;
 }
 
-export interface SignedHeaders {
+interface SignedHeaders {
   "webhook-id": string;
   "webhook-timestamp": string;
   "webhook-signature": string;

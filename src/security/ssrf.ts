@@ -23,7 +23,7 @@ export interface UrlPolicy {
 }
 
 /** `unresolved`: the lookup itself failed (the resolver, not the destination): ours to retry. */
-export type UrlVerdict = { ok: true; url: URL } | { ok: false; reason: string; unresolved?: true };
+type UrlVerdict = { ok: true; url: URL } | { ok: false; reason: string; unresolved?: true };
 
 export const MAX_URL_LENGTH = 2048;
 
@@ -153,8 +153,8 @@ interface DohAnswer {
 }
 
 /** Answers kept per isolate, and for at most this long whatever their TTL. */
-export const DOH_CACHE_ENTRIES = 1000;
-export const DOH_CACHE_MAX_SECONDS = 300;
+const DOH_CACHE_ENTRIES = 1000;
+const DOH_CACHE_MAX_SECONDS = 300;
 
 /**
  * A DNS-over-HTTPS resolver (the JSON API of Cloudflare's and Google's resolvers),

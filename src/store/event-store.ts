@@ -16,7 +16,7 @@
  *   than RETENTION_DAYS, whatever it holds.
  */
 import { DurableObject } from "cloudflare:workers";
-import { and, asc, eq, lte, sql, type Column } from "drizzle-orm";
+import { and, eq, sql, type Column } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/durable-sqlite";
 import { migrate } from "drizzle-orm/durable-sqlite/migrator";
 import migrations from "../../drizzle/store/migrations.js";
@@ -35,7 +35,7 @@ import { dayStart, DAY_MS, IdMaker, parsePartitionName, partitionName, shardOfKe
 import { isPowerOfTwo, MAX_DAY_SHARDS, neededShards } from "./shards";
 import { attemptsPage, deliveriesOfEvent, destinationRows, eventsPage, hotStatements, pendingEvents, replayPage, type HotStatements, type PartitionDb } from "./queries";
 import * as schema from "./schema";
-import { attempts, deliveries, events, outbox } from "./schema";
+import { attempts, deliveries, events } from "./schema";
 import type {
   AttemptRow,
   ClaimItem,

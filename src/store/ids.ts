@@ -12,7 +12,7 @@
  */
 export const DAY_MS = 86_400_000;
 /** 12 bits of the id carry the shard. */
-export const MAX_SHARDS = 4096;
+const MAX_SHARDS = 4096;
 
 export interface PartitionRef {
   sourceId: string;

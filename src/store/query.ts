@@ -12,12 +12,12 @@ import type { Services } from "../services";
 import { dayOf, dayStart, idBoundAt, idTimeMs, partitionOf, type PartitionRef } from "./ids";
 import type { AttemptRow, EventDetail, EventSummary, IdRange } from "./types";
 
-export interface Window {
+interface Window {
   sinceMs?: number | undefined;
   untilMs?: number | undefined;
 }
 
-export interface PageQuery extends Window {
+interface PageQuery extends Window {
   limit: number;
   /** The last id of the previous page. */
   cursor?: string | undefined;
@@ -47,7 +47,7 @@ function dayRange(s: Services, b: { low?: string; high?: string }): [number, num
  * little has to walk. A page that stops there is shorter than `limit`, and its cursor
  * continues below the last day it read.
  */
-export const MAX_PARTITION_READS_PER_PAGE = 300;
+const MAX_PARTITION_READS_PER_PAGE = 300;
 
 /**
  * Walks the partitions of a window newest first, asking each day's shards at once for
