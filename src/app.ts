@@ -73,7 +73,7 @@ export function createApp() {
     .route("/api/v1/webhooks/sources/:source_id/listen", listenRoutes)
     .route("/in", ingestRoutes);
   // The console (src/console): its calls go into this same app, with the session's key.
-  app.route("/console", consoleRoutes((request, env, ctx) => app.fetch(request, env, ctx)));
+  app.route("/console", consoleRoutes((request, from) => app.fetch(request, from.env, from.executionCtx)));
 
   app.notFound((c) => errorJson(c, "not_found", "No such route."));
 

@@ -16,7 +16,6 @@ export const errorCodes = [
   "payload_too_large",
   "unsupported_media_type",
   "validation_failed",
-  "destination_refused",
   "quota_exceeded",
   "rate_limited",
   "internal_error",

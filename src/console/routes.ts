@@ -47,7 +47,7 @@ export const CONSOLE_CSP = [
 type ConsoleEnv = { Bindings: Env; Variables: { services: Services } };
 
 /** How the console reaches the API: the app's own fetch, in the same invocation (no network hop). */
-export type AppFetch = (request: Request, env: Env, ctx: Context["executionCtx"]) => Response | Promise<Response>;
+type AppFetch = (request: Request, from: C) => Response | Promise<Response>;
 
 type C = Context<ConsoleEnv>;
 /** What the typed client's calls answer, as far as relaying goes. */
@@ -55,7 +55,7 @@ type Answer = { status: number; headers: Headers; arrayBuffer(): Promise<ArrayBu
 
 /** The typed client with the session's key, whose requests go straight into the app. */
 function apiFor(c: C, session: Session, appFetch: AppFetch) {
-  const fetcher = ((input: RequestInfo | URL, init?: RequestInit) => appFetch(new Request(input, init), c.env, c.executionCtx)) as typeof fetch;
+  const fetcher = ((input: RequestInfo | URL, init?: RequestInit) => appFetch(new Request(input, init), c)) as typeof fetch;
   return krafterClient(new URL(c.req.url).origin, session.key, { fetch: fetcher });
 }
 

@@ -14,11 +14,11 @@ import { grantedScopes, hashApiKey, looksLikeApiKey, type Scope } from "../secur
 import { bytesToBase64Url, randomBytes, timingSafeEqual } from "../security/encoding";
 import type { Services } from "../services";
 
-export const SESSION_COOKIE = "krafter_session";
+const SESSION_COOKIE = "krafter_session";
 /** The sign-in form's CSRF token, before there is a session. */
 export const SIGN_IN_COOKIE = "krafter_sign_in";
-export const COOKIE_PATH = "/console";
-export const SESSION_TTL_SECONDS = 12 * 3600;
+const COOKIE_PATH = "/console";
+const SESSION_TTL_SECONDS = 12 * 3600;
 const SIGN_IN_TTL_SECONDS = 3600;
 /** The GCM additional data: a session ciphertext decrypts as nothing else, and nothing else as a session. */
 const CONTEXT = "console-session:v1";
@@ -30,17 +30,17 @@ export interface Session {
   expiresAt: number;
 }
 
-export interface Signed {
+interface Signed {
   accountId: string;
   accountName: string;
   keyPrefix: string;
   scopes: Set<Scope>;
 }
 
-export const newToken = () => bytesToBase64Url(randomBytes(32));
+const newToken = () => bytesToBase64Url(randomBytes(32));
 
 /** Secure everywhere but on a loopback name, where local development runs over plain http. */
-export function secureCookies(url: string): boolean {
+function secureCookies(url: string): boolean {
   const host = new URL(url).hostname;
   return !(host === "localhost" || host === "127.0.0.1" || host === "[::1]" || host.endsWith(".localhost"));
 }

@@ -105,7 +105,7 @@ const ordering = z
   .enum(["none", "fifo"], { error: 'must be "none" or "fifo"' })
   .describe('"none" (the default), or "fifo": each event is attempted only after every earlier one (in ingest order) succeeded or was given up, one attempt at a time.');
 
-export const createDestinationBody = z.strictObject({
+const createDestinationBody = z.strictObject({
   url,
   secret: secret.optional(),
   event_filter: eventFilter.optional(),
@@ -116,7 +116,7 @@ export const createDestinationBody = z.strictObject({
   enabled: z.boolean().optional().describe("Disabled destinations are skipped during fan-out. Default true."),
 });
 
-export const updateDestinationBody = z.strictObject({
+const updateDestinationBody = z.strictObject({
   url: url.optional(),
   secret: secret.optional(),
   event_filter: eventFilter.optional(),
@@ -149,7 +149,7 @@ const emptyBody = createMiddleware<AppEnv>(async (c, next) => {
   await next();
 });
 
-export function destinationJson(row: DestinationRow) {
+function destinationJson(row: DestinationRow) {
   return {
     id: row.id,
     source_id: row.sourceId,

@@ -13,9 +13,9 @@ import { Scalar } from "@scalar/hono-api-reference";
 import { Hono } from "hono";
 
 /** Where the Scalar bundle is served (public/docs/scalar.js). */
-export const SCALAR_BUNDLE_PATH = "/docs/scalar.js";
-export const OPENAPI_PATH = "/api/v1/openapi.json";
-export const DOCS_TITLE = "Krafter API reference";
+const SCALAR_BUNDLE_PATH = "/docs/scalar.js";
+const OPENAPI_PATH = "/api/v1/openapi.json";
+const DOCS_TITLE = "Krafter API reference";
 
 const reference = Scalar({
   url: OPENAPI_PATH,

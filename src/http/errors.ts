@@ -23,7 +23,6 @@ export const errorStatus = {
   payload_too_large: 413,
   unsupported_media_type: 415,
   validation_failed: 422,
-  destination_refused: 422,
   quota_exceeded: 422,
   rate_limited: 429,
   internal_error: 500,
@@ -31,7 +30,7 @@ export const errorStatus = {
   misconfigured: 500,
 } as const satisfies Record<ErrorCode, ContentfulStatusCode>;
 
-export function errorBody(code: ErrorCode, message: string, details?: ErrorDetail[], requestId?: string) {
+function errorBody(code: ErrorCode, message: string, details?: ErrorDetail[], requestId?: string) {
   return {
     error: {
       code,
@@ -42,7 +41,7 @@ export function errorBody(code: ErrorCode, message: string, details?: ErrorDetai
   };
 }
 
-export function errorResponse(c: Context, err: KrafterError) {
+function errorResponse(c: Context, err: KrafterError) {
   const status = errorStatus[err.code];
   const requestId = status >= 500 ? (c.get("requestId" as never) as string | undefined) : undefined;
   if (err instanceof RateLimitedError) c.header("retry-after", String(err.retryAfterSeconds));

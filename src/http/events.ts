@@ -32,7 +32,7 @@ export const windowRefinement = (v: { since?: number | undefined; until?: number
   }
 };
 
-export const listEventsQuery = z
+const listEventsQuery = z
   .strictObject({
     type: z.string().min(1).max(255).optional(),
     since: instant.optional(),
@@ -42,7 +42,7 @@ export const listEventsQuery = z
   })
   .superRefine(windowRefinement);
 
-export const redeliverBody = z.strictObject({
+const redeliverBody = z.strictObject({
   destination_ids: z.array(z.string()).min(1).max(100).optional(),
 });
 

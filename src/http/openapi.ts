@@ -187,7 +187,7 @@ export async function cachedOpenApiDocument(app: Hono<AppEnv>, origin: string) {
   return d;
 }
 
-export async function openApiDocument(app: Hono<AppEnv>, origin?: string) {
+async function openApiDocument(app: Hono<AppEnv>, origin?: string) {
   const doc = await generateSpecs(app, {
     documentation: {
       info: {

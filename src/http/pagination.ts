@@ -7,8 +7,8 @@
 import { z } from "zod";
 import { isId } from "../db/ids";
 
-export const DEFAULT_LIMIT = 50;
-export const MAX_LIMIT = 100;
+const DEFAULT_LIMIT = 50;
+const MAX_LIMIT = 100;
 
 export const cursorField = z
   .string()

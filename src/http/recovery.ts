@@ -26,11 +26,11 @@ import { Attempt, doc, list, Queued } from "./openapi";
 const tags = ["Attempts"];
 
 /** One replay request queues at most this many events; narrow the window for more. */
-export const MAX_REPLAY_EVENTS = 10_000;
+const MAX_REPLAY_EVENTS = 10_000;
 /** Partitions one replay may read: two calls each, within a Worker invocation's subrequests. */
-export const MAX_REPLAY_PARTITIONS = 400;
+const MAX_REPLAY_PARTITIONS = 400;
 
-export const listAttemptsQuery = z
+const listAttemptsQuery = z
   .strictObject({
     outcome: z.enum(attemptOutcomes).optional(),
     event_id: z.string().refine(isId, "must be an event id").optional().describe("Only the attempts of this event's delivery: its attempt timeline."),
@@ -41,7 +41,7 @@ export const listAttemptsQuery = z
   })
   .superRefine(windowRefinement);
 
-export const replayBody = z
+const replayBody = z
   .strictObject({
     since: instant,
     until: instant.optional(),

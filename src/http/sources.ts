@@ -28,7 +28,7 @@ const secretFitsProvider = (v: { provider?: SourceProvider | undefined; signing_
   if (why) ctx.addIssue({ code: "custom", path: ["signing_secret"], message: `for a ${p} source, ${why}`, params: { code: "invalid_signing_secret" } });
 };
 
-export const createSourceBody = z
+const createSourceBody = z
   .strictObject({
     name,
     provider: provider.default("generic"),
@@ -36,21 +36,19 @@ export const createSourceBody = z
   })
   .superRefine((v, ctx) => secretFitsProvider(v, ctx));
 
-export const updateSourceBody = z.strictObject({
+const updateSourceBody = z.strictObject({
   name: name.optional(),
   provider: provider.optional(),
   /** null removes it: signatures are no longer checked. */
   signing_secret: signingSecret.nullable().optional(),
 });
 
-export const sourceIdParam = z.object({ source_id: z.string() });
-
 /**
  * The ingest URL is a write capability (whoever holds it injects events): only keys that
  * may write see it; a read-only key gets null. The alerts source has none: Krafter
  * itself feeds it.
  */
-export function sourceJson(row: SourceRow, origin: string, canWrite: boolean) {
+function sourceJson(row: SourceRow, origin: string, canWrite: boolean) {
   return {
     id: row.id,
     name: row.name,

@@ -14,7 +14,7 @@ import { doc, one } from "./openapi";
 
 const tags = ["Attempts"];
 
-export const DestinationStats = z
+const DestinationStats = z
   .object({
     destination_id: z.string().describe("UUID"),
     succeeded: z.number().int().describe("Attempts answered with a 2xx over the 24 hours."),

@@ -12,7 +12,7 @@ import { KrafterError, ValidationError, type ErrorDetail } from "../errors";
 import type { AppEnv } from "./context";
 
 /** API request bodies are small; ingest has its own, larger limit. */
-export const API_BODY_LIMIT = 64 * 1024;
+const API_BODY_LIMIT = 64 * 1024;
 
 export function issuesToDetails(issues: z.core.$ZodIssue[]): ErrorDetail[] {
   const details: ErrorDetail[] = [];

@@ -96,8 +96,6 @@ export function clientFor(who: Pick<Account, "key"> | string, opts: { env?: Env 
 
 export type Client = ReturnType<typeof clientFor>;
 
-/** The routes of one source, through the typed client. */
-export const sourceApi = (c: Client, sourceId: string) => c.api.v1.webhooks.sources[":source_id"];
 /** The destinations of a source, through the typed client. */
 export const destinationsApi = (c: Client) => c.api.v1.webhooks.sources[":source_id"].destinations;
 
