@@ -38,7 +38,8 @@ export type Outcome =
   /** Our own failure: nothing was attempted; the message is retried as it is. */
   | { kind: "ours"; error: string };
 
-export async function attempt(s: Services, limiter: Limiter, a: AttemptInput): Promise<Outcome> {
+/** `answered`: the response headers are in, and the attempt holds no connection from then on. */
+export async function attempt(s: Services, limiter: Limiter, a: AttemptInput, answered?: () => void): Promise<Outcome> {
   if (!a.destination.enabled) {
     // Disabled destinations' queued deliveries are cancelled, and it shows in the attempt log.
     return { kind: "cancelled", statusCode: null, error: "destination is disabled", durationMs: 0, responseBody: null };
@@ -50,8 +51,10 @@ export async function attempt(s: Services, limiter: Limiter, a: AttemptInput): P
   } catch {
     return { kind: "ours", error: "the destination's secret or headers cannot be decrypted" };
   }
-  const result = await limiter.run("http", () =>
-    sendSigned(s, {
+  // An http permit while a connection is held: the URL check, and the POST until its headers.
+  const result = await sendSigned(
+    s,
+    {
       url: a.destination.url,
       body: envelope(a.event.type, a.event.payload, a.event.payloadIsJson, a.sourceId),
       msgId: a.event.id,
@@ -59,7 +62,8 @@ export async function attempt(s: Services, limiter: Limiter, a: AttemptInput): P
       headers,
       attempt: a.number,
       timeoutMs: s.config.deliveryTimeoutMs,
-    }),
+    },
+    { connection: (fn) => limiter.run("http", fn), ...(answered ? { answered } : {}) },
   );
   // Our resolver down: not an attempt, no retry spent, nothing counted against the destination.
   if (result.kind === "unresolved") return { kind: "ours", error: result.error };

@@ -3,6 +3,11 @@
  * and by every delivery attempt. It re-checks the URL against the SSRF guard first,
  * never follows redirects, bounds the whole exchange (headers and body) by a timeout,
  * and keeps only the first 4 KiB of the response body, reading no more than that.
+ *
+ * A caller that counts connections (the deliver consumer's limiter) passes `connection`:
+ * it wraps what holds one, the URL check (its resolver may ask over HTTPS) and the POST
+ * until its response headers arrive, as Cloudflare counts them; `answered` hears when
+ * they have. Signing before, and reading the excerpt after, hold none.
  */
 import { checkDestinationUrl } from "../security/ssrf";
 import { signedHeaders } from "../security/signing";
@@ -32,14 +37,26 @@ type SendResult =
   /** The resolver could not be asked: nothing was sent, and it is not the destination's doing. */
   | { kind: "unresolved"; error: string; durationMs: number };
 
-export async function sendSigned(s: Services, req: SendRequest): Promise<SendResult> {
-  const started = s.now();
+/** Runs what holds an outbound connection; the default holds nothing back. */
+type Connection = <T>(fn: () => Promise<T>) => Promise<T>;
+const unlimited: Connection = (fn) => fn();
+
+interface Connections {
+  connection?: Connection;
+  /** Called once the response headers are in (the connection no longer waits). */
+  answered?: () => void;
+}
+
+export async function sendSigned(s: Services, req: SendRequest, { connection = unlimited, answered }: Connections = {}): Promise<SendResult> {
+  let started = s.now();
   const elapsed = () => Math.max(0, s.now() - started);
-  const verdict = await checkDestinationUrl(req.url, {
-    production: s.config.production,
-    allowPrivate: s.config.allowPrivateDestinations,
-    resolver: s.resolver,
-  });
+  const verdict = await connection(() =>
+    checkDestinationUrl(req.url, {
+      production: s.config.production,
+      allowPrivate: s.config.allowPrivateDestinations,
+      resolver: s.resolver,
+    }),
+  );
   if (!verdict.ok) return { kind: verdict.unresolved ? "unresolved" : "refused", error: `URL refused: ${verdict.reason}`, durationMs: elapsed() };
 
   const headers = {
@@ -50,28 +67,40 @@ export async function sendSigned(s: Services, req: SendRequest): Promise<SendRes
     ...(await signedHeaders(req.secrets, req.msgId, Math.floor(s.now() / 1000), req.body)),
   };
   const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(), req.timeoutMs);
+  let timer: ReturnType<typeof setTimeout> | undefined;
   try {
-    const res = await s.fetch(verdict.url.toString(), {
-      method: "POST",
-      headers,
-      body: req.body,
-      redirect: "manual",
-      signal: controller.signal,
+    // The time limit and the duration start once the request has its connection.
+    const res = await connection(() => {
+      started = s.now();
+      timer = setTimeout(() => controller.abort(), req.timeoutMs);
+      return s.fetch(verdict.url.toString(), {
+        method: "POST",
+        headers,
+        body: req.body,
+        redirect: "manual",
+        signal: controller.signal,
+      });
     });
+    answered?.();
     const body = await readExcerpt(res, RESPONSE_EXCERPT_BYTES);
     return { kind: "response", status: res.status, body, durationMs: elapsed(), retryAfter: res.headers.get("retry-after") };
   } catch (err) {
     const error = controller.signal.aborted ? `timed out after ${req.timeoutMs} ms` : describeFetchError(err);
     return { kind: "error", error, durationMs: elapsed() };
   } finally {
-    clearTimeout(timer);
+    if (timer !== undefined) clearTimeout(timer);
   }
 }
 
 /** Reads at most `limit` bytes of the body, then cancels the rest: memory stays bounded. */
 async function readExcerpt(res: Response, limit: number): Promise<string> {
   if (!res.body) return "";
+  // A declared length within the limit is read whole, in one step: the runtime never
+  // passes more body than the Content-Length it framed the response with.
+  const declared = Number(res.headers.get("content-length") ?? NaN);
+  if (Number.isInteger(declared) && declared >= 0 && declared <= limit && !res.headers.has("content-encoding")) {
+    return new TextDecoder().decode(new Uint8Array(await res.arrayBuffer()).subarray(0, limit));
+  }
   const reader = res.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;

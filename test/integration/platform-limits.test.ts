@@ -71,6 +71,39 @@ describe("six connections per invocation", () => {
   }, 30_000);
 });
 
+describe("a connection is held until the response headers, not the body", () => {
+  it("destinations whose bodies trickle for seconds hold no connection once their headers are in: the rest of the batch is delivered meanwhile, nothing handed back", async () => {
+    const patient = servicesFor(envWith({ DELIVERY_TIMEOUT_MS: "10000" }));
+    // Headers at once, then one byte of body every 250 ms: 5 s of body, within the 10 s limit.
+    const slow = [];
+    for (let i = 0; i < 6; i++) slow.push(await createDestination(account, source.id, { url: (await mailbox({ repeat: { trickleMs: 250, body: "x".repeat(20) } })).url }));
+    const good = await mailbox();
+    const fine = [];
+    for (let i = 0; i < 10; i++) fine.push(await createDestination(account, source.id, { url: good.url }));
+    const msgs = [];
+    for (const d of [...slow, ...fine]) msgs.push(await insertDelivery(await insertEvent(source.id), d.id));
+    const handedBack: number[] = [];
+    const limiter = new Limiter();
+    const run = deliverBatch(patient, incoming(msgs, "trickle"), (i, what) => {
+      if (!what.ack && what.delaySeconds === 0) handedBack.push(i);
+    }, limiter);
+
+    // All ten arrive in this invocation while the six bodies are still coming.
+    await eventually(async () => ((await good.requests()).length >= 10 ? true : undefined), 8000);
+    for (const m of msgs.slice(0, 6)) expect(await attemptRows(m.deliveries[0]!.delivery_id)).toEqual([]);
+    expect(handedBack).toEqual([]);
+    expect(limiter.peak).toBeLessThanOrEqual(CONNECTIONS_PER_INVOCATION);
+    await run;
+    // The trickled answers were read (their excerpt recorded) once they were done.
+    for (const m of msgs.slice(0, 6)) {
+      const rows = await attemptRows(m.deliveries[0]!.delivery_id);
+      expect(rows).toHaveLength(1);
+      expect(rows[0]!.status_code).toBe(200);
+      expect(rows[0]!.response_body).toBe("x".repeat(20));
+    }
+  }, 30_000);
+});
+
 describe("memory with 1 MiB payloads", () => {
   it("a batch of 50 events of 1 MiB delivers every payload byte for byte, holding under 64 MB at once", async () => {
     const box = await mailbox();
