@@ -34,6 +34,8 @@ import { recordWriters, type RecordWriters } from "./records";
 const WAVE_BUDGET_BYTES = 8 * 1024 * 1024;
 /** Attempts to one destination in flight at once within one batch. */
 const PER_DESTINATION = 2;
+/** Deliveries to one destination claimed and gated per wave. */
+const WAVE_PER_DESTINATION = PER_DESTINATION + 1;
 /** When every attempt in flight has waited this long and nothing else can start, the rest goes back to the queue. */
 export const SLOW_MS = 1_000;
 /** A gate's permit lasts the delivery timeout and this much more when nobody returns it. */
@@ -179,7 +181,7 @@ export async function deliverBatch(
     waiting.push(...later);
     const ends: GateEnds = new Map();
     let stalled = false;
-    await runWave(wave, held, limiter.httpPermits, (r) => attemptAndSettle(s, limiter, writers, health, r, ends, lane), done, ours, (unstarted) => {
+    await runWave(wave, held, limiter.httpPermits, (r, sent) => attemptAndSettle(s, limiter, writers, health, r, ends, lane, sent), done, ours, (unstarted) => {
       // Every connection is held by a silent destination: the rest goes to another
       // invocation now, not once these time out.
       stalled = true;
@@ -194,7 +196,7 @@ export async function deliverBatch(
   return { peakConnections: limiter.peak, peakHeldBytes: held.peak, handedBack, ours: oursCount };
 }
 
-/** Claims what fits in one wave's byte budget, partition by partition; the rest waits for the next wave. */
+/** Claims what fits in one wave's byte budget and its gates' caps, partition by partition; the rest waits for the next wave. */
 async function claimWave(
   s: Services,
   limiter: Limiter,
@@ -206,8 +208,23 @@ async function claimWave(
 ): Promise<{ wave: Ready[]; deferred: Waiting[] }> {
   const wave: Ready[] = [];
   const deferred: Waiting[] = [];
+  // Of one destination, what this invocation runs at once and one more (never over its
+  // in-flight cap): the rest are claimed in a later wave, each delivery once. A wave asks
+  // its gate for no permits it would only sit on, so the deliver queues' other batches
+  // get that destination's permits instead of being held back and queued again.
+  const cap = Math.min(s.config.maxInFlightPerDestination, WAVE_PER_DESTINATION);
+  const perDestination = new Map<string, number>();
+  const now: Waiting[] = [];
+  for (const w of waiting) {
+    const n = perDestination.get(w.item.destination_id) ?? 0;
+    if (n >= cap) deferred.push(w);
+    else {
+      perDestination.set(w.item.destination_id, n + 1);
+      now.push(w);
+    }
+  }
   let budget = WAVE_BUDGET_BYTES;
-  for (const group of groupBy(waiting, (w) => partitionName(w.ref)).values()) {
+  for (const group of groupBy(now, (w) => partitionName(w.ref)).values()) {
     if (budget <= 0) {
       deferred.push(...group);
       continue;
@@ -358,7 +375,7 @@ function runWave(
   wave: Ready[],
   held: Held,
   slots: number,
-  run: (r: Ready) => Promise<Settle>,
+  run: (r: Ready, sent: () => void) => Promise<Settle>,
   done: (w: Waiting, what: Settle) => void,
   ours: (w: Waiting) => void,
   stall: (unstarted: Ready[]) => void,
@@ -372,11 +389,15 @@ function runWave(
   };
   const queue = [...wave];
   const perDestination = new Map<string, number>();
-  const inFlight = new Map<Ready, number>();
+  const inFlight = new Set<Ready>();
+  // Of those, the ones not answered yet (a slot each): once its response headers are in,
+  // reading the excerpt and settling (the records) hold no slot, and the next one starts.
+  const sending = new Map<Ready, number>();
   return new Promise<void>((resolve) => {
     const watchdog = setInterval(() => {
       const now = Date.now();
-      if (queue.length > 0 && inFlight.size > 0 && [...inFlight.values()].every((t) => now - t > SLOW_MS)) {
+      // Every attempt in flight still waits for its answer, and has for long.
+      if (queue.length > 0 && inFlight.size > 0 && [...inFlight].every((r) => now - (sending.get(r) ?? now) > SLOW_MS)) {
         const unstarted = queue.splice(0);
         for (const r of unstarted) finished(r);
         stall(unstarted);
@@ -387,7 +408,7 @@ function runWave(
     const pump = () => {
       const now = Date.now();
       let nextAt = Infinity;
-      for (let i = 0; i < queue.length && inFlight.size < slots; i++) {
+      for (let i = 0; i < queue.length && sending.size < slots; i++) {
         const r = queue[i]!;
         if (r.startAt !== undefined && r.startAt > now) {
           nextAt = Math.min(nextAt, r.startAt);
@@ -399,8 +420,12 @@ function runWave(
         perDestination.set(r.destination.id, busy + 1);
         const bytes = envelopeBytes(r.event.type, r.eventBytes, r.ref.sourceId);
         held.add(bytes);
-        inFlight.set(r, Date.now());
-        run(r)
+        inFlight.add(r);
+        sending.set(r, Date.now());
+        const sent = () => {
+          if (sending.delete(r)) pump();
+        };
+        run(r, sent)
           .then((what) => done(r, what))
           .catch((err) => {
             log("error", "delivery_crashed", { delivery_id: r.item.delivery_id, error: errorName(err) });
@@ -410,6 +435,7 @@ function runWave(
             held.add(-bytes);
             finished(r);
             inFlight.delete(r);
+            sending.delete(r);
             perDestination.set(r.destination.id, perDestination.get(r.destination.id)! - 1);
             pump();
           });
@@ -431,14 +457,25 @@ function runWave(
 }
 
 /** One attempt and its settlement: the records written, then what to tell the queue. */
-async function attemptAndSettle(s: Services, limiter: Limiter, writers: RecordWriters, health: ReturnType<typeof healthReports>, r: Ready, ends: GateEnds, lane: Lane): Promise<Settle> {
+async function attemptAndSettle(
+  s: Services,
+  limiter: Limiter,
+  writers: RecordWriters,
+  health: ReturnType<typeof healthReports>,
+  r: Ready,
+  ends: GateEnds,
+  lane: Lane,
+  sent: () => void,
+): Promise<Settle> {
   const outcome: Outcome = await attempt(s, limiter, {
     destination: r.destination,
     event: r.event,
     sourceId: r.ref.sourceId,
     number: r.attemptCount + 1,
     attemptInRun: r.attemptsInRun + 1,
-  });
+  }, sent);
+  // Refused, cancelled or failed before any answer: its slot is free all the same.
+  sent();
   ends.set(r, {
     // For the circuit breaker a failure is an endpoint that did not answer (timed out, could
     // not connect); one that answered, even with an error, is alive and holds no slot long.
