@@ -25,6 +25,15 @@ export interface SecretBox {
 /** Imported keys, settled only (a pending import is never shared between requests). */
 const cache = new Map<string, KeyEntry[]>();
 
+/**
+ * Secrets decrypted in this isolate, by context and ciphertext. A ciphertext names its key,
+ * and is only read here while that key is configured, so the answer is the one decrypting
+ * would give. It saves a decryption per delivery attempt and per signed ingest. Bounded:
+ * an isolate signs and verifies for a limited set of destinations and sources at a time.
+ */
+const decrypted = new Map<string, string>();
+const DECRYPTED_ENTRIES = 1000;
+
 async function importKey(b64: string): Promise<KeyEntry> {
   let raw: Uint8Array;
   try {
@@ -77,13 +86,16 @@ export function secretBox(current: string | undefined, previous?: string): Secre
       if (version !== "v1" || !entry || !iv || !ct) {
         throw new EncryptionUnavailableError("A stored secret cannot be decrypted with the configured keys.");
       }
+      const memo = `${context}\n${ciphertext}`;
+      const hit = decrypted.get(memo);
+      if (hit !== undefined) return hit;
       try {
-        const plain = await crypto.subtle.decrypt(
-          { name: "AES-GCM", iv: base64UrlToBytes(iv), additionalData: enc.encode(context) },
-          entry.key,
-          base64UrlToBytes(ct),
+        const plain = new TextDecoder().decode(
+          await crypto.subtle.decrypt({ name: "AES-GCM", iv: base64UrlToBytes(iv), additionalData: enc.encode(context) }, entry.key, base64UrlToBytes(ct)),
         );
-        return new TextDecoder().decode(plain);
+        if (decrypted.size >= DECRYPTED_ENTRIES) decrypted.clear();
+        decrypted.set(memo, plain);
+        return plain;
       } catch {
         throw new EncryptionUnavailableError("A stored secret cannot be decrypted with the configured keys.");
       }

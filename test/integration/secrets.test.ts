@@ -8,7 +8,9 @@
 import { env } from "cloudflare:workers";
 import Stripe from "stripe";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { EncryptionUnavailableError } from "../../src/errors";
 import { sha256Hex } from "../../src/security/encoding";
+import { secretBox } from "../../src/security/secrets";
 import { call, createAccount, envWith, eventually, mailbox, type CallOptions } from "../helpers/api";
 import { storedEvents } from "../helpers/delivery";
 
@@ -140,5 +142,19 @@ describe("secrets", () => {
     expect(res.status).toBe(500);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe("encryption_unavailable");
     expect(await env.DB.prepare("SELECT count(*) AS n FROM sources WHERE account_id = ?").bind(account.id).first("n")).toBe(0);
+  });
+
+  it("a secret this isolate decrypted before still needs its key and its context: remembering it opens nothing", async () => {
+    const key = () => btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))));
+    const [k1, k2] = [key(), key()];
+    const secret = randomSecret();
+    const ciphertext = await secretBox(k1).encrypt(secret, "destination:d1:secret");
+    expect(await secretBox(k1).decrypt(ciphertext, "destination:d1:secret")).toBe(secret);
+    expect(await secretBox(k1).decrypt(ciphertext, "destination:d1:secret")).toBe(secret);
+    // Without its key configured, or bound to another row, it does not decrypt.
+    await expect(secretBox(k2).decrypt(ciphertext, "destination:d1:secret")).rejects.toThrow(EncryptionUnavailableError);
+    await expect(secretBox(k1).decrypt(ciphertext, "destination:d2:secret")).rejects.toThrow(EncryptionUnavailableError);
+    // With its key kept as a previous one, it does.
+    expect(await secretBox(k2, k1).decrypt(ciphertext, "destination:d1:secret")).toBe(secret);
   });
 });
