@@ -389,15 +389,15 @@ function runWave(
   };
   const queue = [...wave];
   const perDestination = new Map<string, number>();
-  const inFlight = new Set<Ready>();
+  /** When each attempt in flight started. */
+  const inFlight = new Map<Ready, number>();
   // Of those, the ones not answered yet (a slot each): once its response headers are in,
   // reading the excerpt and settling (the records) hold no slot, and the next one starts.
-  const sending = new Map<Ready, number>();
+  const sending = new Set<Ready>();
   return new Promise<void>((resolve) => {
     const watchdog = setInterval(() => {
       const now = Date.now();
-      // Every attempt in flight still waits for its answer, and has for long.
-      if (queue.length > 0 && inFlight.size > 0 && [...inFlight].every((r) => now - (sending.get(r) ?? now) > SLOW_MS)) {
+      if (queue.length > 0 && inFlight.size > 0 && [...inFlight.values()].every((t) => now - t > SLOW_MS)) {
         const unstarted = queue.splice(0);
         for (const r of unstarted) finished(r);
         stall(unstarted);
@@ -420,8 +420,8 @@ function runWave(
         perDestination.set(r.destination.id, busy + 1);
         const bytes = envelopeBytes(r.event.type, r.eventBytes, r.ref.sourceId);
         held.add(bytes);
-        inFlight.add(r);
-        sending.set(r, Date.now());
+        inFlight.set(r, Date.now());
+        sending.add(r);
         const sent = () => {
           if (sending.delete(r)) pump();
         };

@@ -104,6 +104,24 @@ describe("a connection is held until the response headers, not the body", () => 
   }, 30_000);
 });
 
+describe("a destination whose bodies stall after their headers", () => {
+  it("does not hold the batch until its time limit: once its attempts have run SLOW_MS, the rest of its deliveries go back to the queue", async () => {
+    const patient = servicesFor(envWith({ DELIVERY_TIMEOUT_MS: "10000" }));
+    // Headers and the first byte after 400 ms, then a byte every 400 ms: 16 s of body, past the 10 s limit.
+    const stalled = await createDestination(account, source.id, { url: (await mailbox({ repeat: { trickleMs: 400, body: "x".repeat(40) } })).url });
+    const msgs = [];
+    for (let i = 0; i < 4; i++) msgs.push(await insertDelivery(await insertEvent(source.id), stalled.id));
+    const handedBack: number[] = [];
+    const run = deliverBatch(patient, incoming(msgs, "stall"), (i, what) => {
+      if (!what.ack && what.delaySeconds === 0) handedBack.push(i);
+    }, new Limiter());
+    // Two run at once (its per-destination share); the other two are handed back, long before the time limit.
+    await eventually(async () => (handedBack.length === 2 ? true : undefined), 5000);
+    expect(handedBack.sort()).toEqual([2, 3]);
+    await run;
+  }, 30_000);
+});
+
 describe("memory with 1 MiB payloads", () => {
   it("a batch of 50 events of 1 MiB delivers every payload byte for byte, holding under 64 MB at once", async () => {
     const box = await mailbox();
