@@ -73,10 +73,10 @@ describe("six connections per invocation", () => {
 
 describe("a connection is held until the response headers, not the body", () => {
   it("destinations whose bodies trickle for seconds hold no connection once their headers are in: the rest of the batch is delivered meanwhile, nothing handed back", async () => {
-    const patient = servicesFor(envWith({ DELIVERY_TIMEOUT_MS: "10000" }));
-    // Headers at once, then one byte of body every 250 ms: 5 s of body, within the 10 s limit.
+    const patient = servicesFor(envWith({ DELIVERY_TIMEOUT_MS: "20000" }));
+    // Headers with the first byte after 250 ms, then a byte every 250 ms: 10 s of body, within the 20 s limit.
     const slow = [];
-    for (let i = 0; i < 6; i++) slow.push(await createDestination(account, source.id, { url: (await mailbox({ repeat: { trickleMs: 250, body: "x".repeat(20) } })).url }));
+    for (let i = 0; i < 6; i++) slow.push(await createDestination(account, source.id, { url: (await mailbox({ repeat: { trickleMs: 250, body: "x".repeat(40) } })).url }));
     const good = await mailbox();
     const fine = [];
     for (let i = 0; i < 10; i++) fine.push(await createDestination(account, source.id, { url: good.url }));
@@ -99,7 +99,7 @@ describe("a connection is held until the response headers, not the body", () => 
       const rows = await attemptRows(m.deliveries[0]!.delivery_id);
       expect(rows).toHaveLength(1);
       expect(rows[0]!.status_code).toBe(200);
-      expect(rows[0]!.response_body).toBe("x".repeat(20));
+      expect(rows[0]!.response_body).toBe("x".repeat(40));
     }
   }, 30_000);
 });
