@@ -214,17 +214,17 @@ async function claimWave(
   // get that destination's permits instead of being held back and queued again.
   const cap = Math.min(s.config.maxInFlightPerDestination, WAVE_PER_DESTINATION);
   const perDestination = new Map<string, number>();
-  const now: Waiting[] = [];
+  const inWave: Waiting[] = [];
   for (const w of waiting) {
     const n = perDestination.get(w.item.destination_id) ?? 0;
     if (n >= cap) deferred.push(w);
     else {
       perDestination.set(w.item.destination_id, n + 1);
-      now.push(w);
+      inWave.push(w);
     }
   }
   let budget = WAVE_BUDGET_BYTES;
-  for (const group of groupBy(now, (w) => partitionName(w.ref)).values()) {
+  for (const group of groupBy(inWave, (w) => partitionName(w.ref)).values()) {
     if (budget <= 0) {
       deferred.push(...group);
       continue;

@@ -67,6 +67,20 @@ describe("the gate in the deliver path", () => {
     expect(await box.requests()).toHaveLength(5);
   });
 
+  it("two batches of one destination at once, 10 deliveries each under the default cap of 10: each wave asks for no more than it runs, so neither batch is held back", async () => {
+    const box = await mailbox({ repeat: { delayMs: 50 } });
+    const dest = await createDestination(account, source.id, { url: box.url });
+    const batches: Awaited<ReturnType<typeof insertDelivery>>[][] = [[], []];
+    for (const b of batches) for (let i = 0; i < 10; i++) b.push(await insertDelivery(await insertEvent(source.id), dest.id));
+    const runs = await Promise.all(batches.map((msgs) => runQueue("krafter-deliver", msgs)));
+    for (const run of runs) expect(run.explicitAcks.sort()).toEqual(run.ids.sort());
+    for (const m of batches.flat()) {
+      expect(await deliveryRow(m.deliveries[0]!.delivery_id)).toMatchObject({ status: "succeeded", attempt_count: 1 });
+      expect((await currentMessage(m)).deliveries[0]!.token).toBe(m.deliveries[0]!.token); // never held
+    }
+    expect(await box.requests()).toHaveLength(20);
+  });
+
   it("when other consumers hold every permit: the deliveries are held in their partition, pending, with no attempt, no retry spent, and come back as new messages", async () => {
     const dest = await createDestination(account, source.id, { url: "https://hooks.example.com/held" });
     const capped = { ...(env as unknown as Env), MAX_IN_FLIGHT_PER_DESTINATION: "2" } as Env;
