@@ -17,9 +17,11 @@
  *      every delivery has arrived and verified; against a Worker that POSTs each body to
  *      the M destinations directly, with no storage, and against the "floor" (event
  *      stored in a Durable Object and queued, each attempt recorded there and logged:
- *      the least the product's records need). Around it: the relay's D1 and partition
- *      files (lib/storage.ts), for D1 bytes per event (about 0: events are not in D1)
- *      and partition bytes per event.
+ *      the least the product's records need, within the platform's six connections
+ *      waiting per invocation and on as many queues as the relay binds; the same past
+ *      the connection limit, which only wrangler dev allows, is reported beside).
+ *      Around it: the relay's D1 and partition files (lib/storage.ts), for D1 bytes per
+ *      event (about 0: events are not in D1) and partition bytes per event.
  *   3. Cost: CPU seconds of each Worker's processes (wrangler, workerd; from /proc) per
  *      1,000 ingested events and per 1,000 deliveries.
  *   4. Fan-out time with 1, 10 and 100 destinations; then flow control and isolation
@@ -107,6 +109,7 @@ async function main() {
     const fanoutSecret = `whsec_${randomBytes(32).toString("base64")}`;
     const fanoutBoxes = await pool(Array.from({ length: S.destinations }), 8, () => receiver.mailbox(fanoutSecret));
     const floorBoxes = await pool(Array.from({ length: S.destinations }), 8, () => receiver.mailbox(fanoutSecret));
+    const unlimitedBoxes = await pool(Array.from({ length: S.destinations }), 8, () => receiver.mailbox(fanoutSecret));
 
     note(`starting wrangler dev: relay, ${refConfig ? `${checkout!.commit}, ` : ""}baseline-ingest, baseline-fanout`);
     const [relay, bIngest, bFanout, ref] = await Promise.all([
@@ -116,7 +119,12 @@ async function main() {
         label: "baseline-fanout",
         config: fanoutConfig,
         persistTo: join(work, "baseline-fanout", "state"),
-        vars: { TARGETS: JSON.stringify(fanoutBoxes.map((b) => b.url)), FLOOR_TARGETS: JSON.stringify(floorBoxes.map((b) => b.url)), SECRET: fanoutSecret },
+        vars: {
+          TARGETS: JSON.stringify(fanoutBoxes.map((b) => b.url)),
+          FLOOR_TARGETS: JSON.stringify(floorBoxes.map((b) => b.url)),
+          UNLIMITED_TARGETS: JSON.stringify(unlimitedBoxes.map((b) => b.url)),
+          SECRET: fanoutSecret,
+        },
       }),
       refConfig ? startWorker({ label: `relay ${checkout!.commit}`, config: refConfig, persistTo: refState, vars: RELAY_VARS }) : undefined,
     ]);
@@ -160,6 +168,16 @@ async function main() {
       url: `${bFanout.origin}/floor`,
       payloads: Array.from({ length: S.events }, (_, i) => samplePayload(`${RUN}floor`, i)),
       mailboxes: floorBoxes,
+      receiver,
+      expectedBody: (p) => p,
+      stallMs: S.baselineStallMs,
+    });
+    const e2eFloorUnlimited = await endToEnd({
+      name: "floor fan-out past the connection limit",
+      rt: bFanout,
+      url: `${bFanout.origin}/floor-unlimited`,
+      payloads: Array.from({ length: S.events }, (_, i) => samplePayload(`${RUN}unlimited`, i)),
+      mailboxes: unlimitedBoxes,
       receiver,
       expectedBody: (p) => p,
       stallMs: S.baselineStallMs,
@@ -225,6 +243,7 @@ async function main() {
       e2e,
       direct,
       e2eFloor,
+      e2eFloorUnlimited,
       ...(refE2e ? { ref: { ref: AGAINST!, commit: checkout!.commit, e2e: refE2e } } : {}),
       storage,
       partitionBaseBytes: Math.min(...seeded.map((s) => s.bytesBeforeSeed)),
@@ -251,7 +270,7 @@ async function main() {
       },
       settings: { ...S, relay: RELAY_CONFIG, against: checkout ? { ref: AGAINST, commit: checkout.commit } : null },
       ingest: Object.fromEntries(ingest),
-      endToEnd: { relay: e2e, direct, floor: e2eFloor, ...(refE2e ? { ref: refE2e } : {}) },
+      endToEnd: { relay: e2e, direct, floor: e2eFloor, floorUnlimited: e2eFloorUnlimited, ...(refE2e ? { ref: refE2e } : {}) },
       storage: { ...storage, partitionBaseBytes: figures.partitionBaseBytes, marginalBytesPerEvent: marginalBytesPerEvent(storage.partitions, figures.partitionBaseBytes) },
       fanout,
       flow,
@@ -268,7 +287,7 @@ async function main() {
     const header = `Krafter benchmark, ${finished.toISOString().slice(0, 16).replace("T", " ")} UTC: ${info.nproc} × ${info.cpu}, ${info.memGiB} GiB, Node ${info.node}, wrangler ${info.wrangler} (workerd ${info.workerd}); commit ${info.git.commit}${info.git.dirty.length > 0 ? " with local changes" : ""}${checkout ? ` against ${checkout.commit}` : ""}; the machine ${results.machine.busyPercent} % busy over the run (everything on it), ${results.machine.stealPercent} % stolen; ${results.durationSeconds} s${QUICK ? " [quick run]" : ""}`;
     if (!process.env.BENCH_OUT) await writeFile(join(dirname(OUT), "results.md"), `${header}\n\n${table}\n`);
     process.stdout.write(`\n${header}\n\n${table}\n\nTargets:\n${verdicts.map((t) => `  ${t.met ? "met    " : "NOT MET"}  ${t.name} (${t.value})`).join("\n")}\n`);
-    for (const b of [direct, e2eFloor, ...(refE2e ? [refE2e] : [])]) {
+    for (const b of [direct, e2eFloor, e2eFloorUnlimited, ...(refE2e ? [refE2e] : [])]) {
       if (b.lost > 0) process.stdout.write(`\nWarning: ${b.name} lost ${b.lost} deliveries (the baselines retry nothing): ${b.problems.slice(0, 3).join("; ")}\n`);
     }
     process.stdout.write(`\nWrote ${OUT}\n`);

@@ -12,17 +12,35 @@
  *   consumer reads it (one call), POSTs it to each URL of FLOOR_TARGETS and records each
  *   attempt (one call, one insert, per delivery, as every attempt is recorded), then
  *   acknowledges; one structured log line per request and per attempt, as the product's
- *   contract requires. No retries, no other state, one queue hop.
+ *   contract requires. No retries, no other state, one queue hop. Within Cloudflare's
+ *   published limits, as the relay must be: an invocation has at most six connections
+ *   waiting for response headers (CONNECTIONS_PER_INVOCATION; wrangler dev does not
+ *   enforce it, Cloudflare queues the seventh), and the events go to as many queues as the
+ *   relay binds (QUEUE, QUEUE_1 … QUEUE_3, by the event id), each one carrying at most
+ *   5,000 messages a second. Under wrangler dev a queue runs one consumer batch at a time
+ *   (max_batch_timeout = 0), so the floor, like the relay, has four batches in flight.
+ * - `POST /floor-unlimited`: the same with every attempt of a batch at once, past the
+ *   connection limit: what wrangler dev allows and Cloudflare does not (reported beside).
  * - `GET`: 200, the benchmark's readiness check.
  */
 import { DurableObject } from "cloudflare:workers";
 
+/** Connections an invocation may have waiting for response headers (Workers platform limits). */
+const CONNECTIONS_PER_INVOCATION = 6;
+
+type FloorMessage = { id: string; unlimited?: boolean };
+
 interface Env {
   FLOOR_STORE: DurableObjectNamespace<FloorStore>;
-  QUEUE: Queue<{ id: string }>;
+  QUEUE: Queue<FloorMessage>;
+  QUEUE_1: Queue<FloorMessage>;
+  QUEUE_2: Queue<FloorMessage>;
+  QUEUE_3: Queue<FloorMessage>;
   /** JSON arrays of destination URLs. */
   TARGETS: string;
   FLOOR_TARGETS: string;
+  /** the targets of /floor-unlimited (its own, so the two are verified apart) */
+  UNLIMITED_TARGETS?: string;
   /** `whsec_` + base64 key. */
   SECRET: string;
 }
@@ -65,7 +83,7 @@ export class FloorStore extends DurableObject<Env> {
 
 const floorStore = (env: Env) => env.FLOOR_STORE.getByName("floor");
 
-let cached: { targets: string[]; floorTargets: string[]; key: Promise<CryptoKey> } | undefined;
+let cached: { targets: string[]; floorTargets: string[]; unlimitedTargets: string[]; key: Promise<CryptoKey> } | undefined;
 
 function setup(env: Env) {
   if (!cached) {
@@ -73,6 +91,7 @@ function setup(env: Env) {
     cached = {
       targets: JSON.parse(env.TARGETS) as string[],
       floorTargets: JSON.parse(env.FLOOR_TARGETS ?? "[]") as string[],
+      unlimitedTargets: JSON.parse(env.UNLIMITED_TARGETS ?? "[]") as string[],
       key: crypto.subtle.importKey("raw", raw, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]),
     };
   }
@@ -86,8 +105,30 @@ async function sign(key: CryptoKey, id: string, timestamp: number, body: string)
   return `v1,${btoa(bin)}`;
 }
 
-/** One signed POST; resolves to its status (0: transport error). */
-async function post(url: string, key: CryptoKey, id: string, body: string): Promise<number> {
+/** At most `size` holders at once; the rest wait in order. */
+class Semaphore {
+  private held = 0;
+  private readonly waiting: (() => void)[] = [];
+  constructor(private readonly size: number) {}
+  async acquire(): Promise<void> {
+    if (this.held < this.size) {
+      this.held++;
+      return;
+    }
+    await new Promise<void>((go) => this.waiting.push(go));
+  }
+  release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.held--;
+  }
+}
+
+/**
+ * One signed POST; resolves to its status (0: transport error). With `connections`, it
+ * holds one of them until the response headers arrive (what the platform limit counts).
+ */
+async function post(url: string, key: CryptoKey, id: string, body: string, connections?: Semaphore): Promise<number> {
   const timestamp = Math.floor(Date.now() / 1000);
   const headers = {
     "content-type": "application/json",
@@ -96,12 +137,26 @@ async function post(url: string, key: CryptoKey, id: string, body: string): Prom
     "webhook-signature": await sign(key, id, timestamp, body),
   };
   try {
-    const res = await fetch(url, { method: "POST", headers, body });
+    await connections?.acquire();
+    let res: Response;
+    try {
+      res = await fetch(url, { method: "POST", headers, body });
+    } finally {
+      connections?.release();
+    }
     await res.arrayBuffer();
     return res.status;
   } catch {
     return 0;
   }
+}
+
+/** The queue of an event: by its id, as the relay spreads its messages over its queues. */
+function queueOf(env: Env, id: string): Queue<FloorMessage> {
+  const queues = [env.QUEUE, env.QUEUE_1, env.QUEUE_2, env.QUEUE_3];
+  let h = 0;
+  for (let i = 0; i < id.length; i++) h = (h * 31 + id.charCodeAt(i)) >>> 0;
+  return queues[h % queues.length]!;
 }
 
 /** One structured JSON line, as the relay's src/log.ts writes it. */
@@ -115,28 +170,31 @@ export default {
     const { targets, key } = setup(env);
     const body = await request.text();
     const id = crypto.randomUUID();
-    if (new URL(request.url).pathname === "/floor") {
+    const path = new URL(request.url).pathname;
+    if (path === "/floor" || path === "/floor-unlimited") {
       const started = Date.now();
       await floorStore(env).store(id, body);
-      await env.QUEUE.send({ id });
-      logLine({ msg: "request", request_id: crypto.randomUUID(), method: "POST", path: "/floor", status: 202, duration_ms: Date.now() - started });
+      await queueOf(env, id).send(path === "/floor" ? { id } : { id, unlimited: true });
+      logLine({ msg: "request", request_id: crypto.randomUUID(), method: "POST", path, status: 202, duration_ms: Date.now() - started });
     } else {
       ctx.waitUntil(key.then((k) => Promise.all(targets.map((url) => post(url, k, id, body)))));
     }
     return Response.json({ data: { event_id: id } }, { status: 202 });
   },
 
-  async queue(batch: MessageBatch<{ id: string }>, env: Env): Promise<void> {
-    const { floorTargets, key } = setup(env);
+  async queue(batch: MessageBatch<FloorMessage>, env: Env): Promise<void> {
+    const { floorTargets, unlimitedTargets, key } = setup(env);
     const k = await key;
+    // This invocation's connections.
+    const connections = new Semaphore(CONNECTIONS_PER_INVOCATION);
     await Promise.all(
       batch.messages.map(async (m) => {
         const payload = await floorStore(env).read(m.body.id);
         if (payload === null) return m.ack();
         await Promise.all(
-          floorTargets.map(async (url, i) => {
+          (m.body.unlimited ? unlimitedTargets : floorTargets).map(async (url, i) => {
             const started = Date.now();
-            const status = await post(url, k, m.body.id, payload);
+            const status = await post(url, k, m.body.id, payload, m.body.unlimited ? undefined : connections);
             await floorStore(env).recordAttempt(m.body.id, i, status, Date.now() - started);
             logLine({ msg: "delivery_attempt", event_id: m.body.id, destination: i, status_code: status, duration_ms: Date.now() - started });
           }),
@@ -145,4 +203,4 @@ export default {
       }),
     );
   },
-} satisfies ExportedHandler<Env, { id: string }>;
+} satisfies ExportedHandler<Env, FloorMessage>;

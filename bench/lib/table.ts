@@ -14,7 +14,10 @@ export interface Figures {
   ingest: Map<string, IngestFigures>;
   e2e: E2EFigures;
   direct: E2EFigures;
+  /** the floor within the platform's limits (six connections waiting per invocation): the target's reference */
   e2eFloor: E2EFigures;
+  /** the same floor past the connection limit, as wrangler dev allows and Cloudflare does not: reported */
+  e2eFloorUnlimited: E2EFigures;
   /** --against REF */
   ref?: { ref: string; commit: string; e2e: E2EFigures };
   storage: { d1Before: D1State; d1After: D1State; d1BytesPerEvent: number; partitions: SourceStorage };
@@ -133,7 +136,8 @@ function ingestRows(rows: Rows, f: Figures, v: (p: string) => Target) {
 function endToEndRows(rows: Rows, f: Figures, v: (p: string) => Target) {
   const { e2e, direct, e2eFloor } = f;
   rows.section(`End to end (${S.events} events × ${S.destinations} dest.)`);
-  rows.vs("deliveries/s vs floor (stored in a DO, queued, attempts recorded there, logged)", e2e.deliveriesPerSecond, e2eFloor.deliveriesPerSecond, 1, `≥ 0.9: ${mark(v("deliveries/s ≥ 0.9").met)}`);
+  rows.vs("deliveries/s vs floor (stored in a DO, queued to 4 queues, attempts recorded there, logged; 6 connections waiting per invocation)", e2e.deliveriesPerSecond, e2eFloor.deliveriesPerSecond, 1, `≥ 0.9: ${mark(v("deliveries/s ≥ 0.9").met)}`);
+  rows.vs("deliveries/s vs the floor past the connection limit (every attempt of a batch at once: wrangler dev only)", e2e.deliveriesPerSecond, f.e2eFloorUnlimited.deliveriesPerSecond, 1, "reported");
   if (f.ref) {
     const ref = f.ref.e2e;
     rows.vs(`deliveries/s vs ${f.ref.commit}`, e2e.deliveriesPerSecond, ref.deliveriesPerSecond, 1, `≥ 1: ${mark(v(`deliveries/s ≥ ${f.ref.commit}`).met)}`);
