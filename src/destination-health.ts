@@ -26,6 +26,9 @@ import { log } from "./log";
 import { AlertsOutbox } from "./alerts/outbox";
 import { AttemptCounts, type HourCount } from "./delivery/attempt-counts";
 
+/** How one attempt ended, for its destination's gate. */
+export type ReleaseEnd = { deliveryId: string; end: AttemptEnd; durationMs: number; final?: boolean; retryInMs?: number };
+
 const AUTO_DISABLE_THRESHOLD = 10;
 
 interface HealthState {
@@ -185,7 +188,7 @@ export class DestinationHealth extends DurableObject<Env> {
   /** Attempts that ended (or never started): their permits come back, and the circuit breaker learns. */
   async release(
     destinationId: string,
-    ends: { deliveryId: string; end: AttemptEnd; durationMs: number; final?: boolean; retryInMs?: number }[],
+    ends: ReleaseEnd[],
     breaker?: BreakerConfig,
     fifo?: { leaseMs: number },
   ): Promise<void> {
@@ -212,6 +215,20 @@ export class DestinationHealth extends DurableObject<Env> {
     if (was !== g.breaker.state) {
       log(g.breaker.state === "open" ? "warn" : "info", "destination_circuit", { destination_id: destinationId, state: g.breaker.state, ...(g.breaker.state === "open" ? { open_ms: g.breaker.openMs } : {}) });
     }
+  }
+
+  /**
+   * One wave's turn at the gate, in one call: the permits of the last wave's attempts come
+   * back (release), then the next wave asks for its own (admit), exactly as the two calls
+   * one after the other would do. Either part may be absent.
+   */
+  async turn(
+    destinationId: string,
+    ended: { ends: ReleaseEnd[]; breaker?: BreakerConfig; fifo?: { leaseMs: number } } | null,
+    next: { cfg: GateConfig; items: (GateItem & { fifo?: FifoItem })[] } | null,
+  ): Promise<Admission[]> {
+    if (ended) await this.release(destinationId, ended.ends, ended.breaker, ended.fifo);
+    return next ? this.admit(destinationId, next.cfg, next.items) : [];
   }
 
   /** The destination was enabled again (or its URL changed): its circuit breaker closes. */

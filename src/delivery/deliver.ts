@@ -25,7 +25,8 @@ import { attemptId, dayOf, parsePartitionName, partitionName, type PartitionRef 
 import type { ClaimedEvent, ClaimItem, Settlement } from "../store/types";
 import { attempt, type Outcome } from "./attempt";
 import { envelopeBytes } from "./envelope";
-import type { Admission, AttemptEnd, Lane } from "./gate";
+import type { ReleaseEnd } from "../destination-health";
+import type { Admission, AttemptEnd, BreakerConfig, Lane } from "./gate";
 import { Limiter } from "./limiter";
 import type { DeliverMessage, DeliveryItem } from "./messages";
 import { recordWriters, type RecordWriters } from "./records";
@@ -92,6 +93,13 @@ interface Ready extends Waiting {
 
 /** How each attempt of a wave ended, for the destinations' gates. */
 type GateEnds = Map<Ready, { end: AttemptEnd; durationMs: number; final: boolean; retryInMs: number }>;
+
+/** A wave's attempts to one destination, as its gate hears of them (DestinationHealth.release). */
+interface Ended {
+  ends: ReleaseEnd[];
+  breaker: BreakerConfig;
+  fifo?: { leaseMs: number };
+}
 
 /** Bytes held: payloads claimed, and envelopes being sent. */
 class Held {
@@ -171,12 +179,16 @@ export async function deliverBatch(
 
   const writers = recordWriters(s, limiter);
   const health = healthReports(s, limiter);
+  // The last wave's attempts, whose permits go back to their gates with the next wave's
+  // admission (one call per destination and wave), or on their own once no wave follows.
+  let ended = new Map<string, Ended>();
   while (waiting.length > 0) {
     const claimed = await claimWave(s, limiter, waiting, destinations, held, done, ours);
     waiting = claimed.deferred;
     // The destinations' gates say which may start now; the rest wait in their partitions.
     // Without a slow lane bound, the shared queues keep every destination.
-    const { wave, later } = await gateWave(s, limiter, lane === "shared" && !s.queues.slowLane ? undefined : lane, claimed.wave, held, done, ours);
+    const { wave, later } = await gateWave(s, limiter, lane === "shared" && !s.queues.slowLane ? undefined : lane, claimed.wave, ended, held, done, ours);
+    ended = new Map();
     // Over the cap but with permits of their own destination in this wave: the next wave.
     waiting.push(...later);
     const ends: GateEnds = new Map();
@@ -190,9 +202,10 @@ export async function deliverBatch(
       log("warn", "delivery_batch_handed_back", { messages: handedBack });
       waiting = [];
     });
-    await releaseWave(s, limiter, wave, ends);
+    ended = endedOf(s, wave, ends);
     if (stalled) break;
   }
+  await releaseWave(s, limiter, ended);
   return { peakConnections: limiter.peak, peakHeldBytes: held.peak, handedBack, ours: oursCount };
 }
 
@@ -271,13 +284,16 @@ async function claimWave(
  * Asks each destination's gate (its DestinationHealth object, one call per destination)
  * which of the wave's deliveries may start now: its open circuit, its in-flight cap and
  * its rate limit decide (gate.ts). The others go back to their partitions to wait, as
- * new messages with their delays: no attempt, no retry spent, nothing counted.
+ * new messages with their delays: no attempt, no retry spent, nothing counted. The same
+ * call first gives back the permits of the last wave's attempts to that destination
+ * (`ended`); a destination with none in this wave gets them back on their own.
  */
 async function gateWave(
   s: Services,
   limiter: Limiter,
   lane: Lane | undefined,
   wave: Ready[],
+  ended: Map<string, Ended>,
   held: Held,
   done: (w: Waiting, what: Settle) => void,
   ours: (w: Waiting) => void,
@@ -285,8 +301,11 @@ async function gateWave(
   const go: Ready[] = [];
   const later: Ready[] = [];
   const waits: { r: Ready; token: string; waitSeconds: number; lane: Lane | undefined }[] = [];
-  await Promise.all(
-    [...groupBy(wave, (r) => r.destination.id)].map(async ([destinationId, rs]) => {
+  const byDestination = groupBy(wave, (r) => r.destination.id);
+  const releasedOnly = new Map([...ended].filter(([id]) => !byDestination.has(id)));
+  await Promise.all([
+    releaseWave(s, limiter, releasedOnly),
+    ...[...byDestination].map(async ([destinationId, rs]) => {
       const d = rs[0]!.destination;
       const cfg = { rateLimit: d.rateLimit, ordering: d.ordering, maxInFlight: s.config.maxInFlightPerDestination, leaseMs: s.config.deliveryTimeoutMs + LEASE_MARGIN_MS, breaker: s.config.breaker, lane, startSlow: s.config.newDestinationsStartSlow };
       // The token each delivery will carry if it is held back (a fifo line sends its message itself).
@@ -298,7 +317,7 @@ async function gateWave(
       }));
       let admissions: Admission[];
       try {
-        admissions = await limiter.run("storage", () => s.health(destinationId).admit(destinationId, cfg, items));
+        admissions = await limiter.run("storage", () => s.health(destinationId).turn(destinationId, ended.get(destinationId) ?? null, { cfg, items }));
       } catch (err) {
         log("error", "destination_gate_failed", { destination_id: destinationId, error: errorName(err) });
         for (const r of rs) ours(r);
@@ -316,7 +335,7 @@ async function gateWave(
         else waits.push({ r, token: tokens[i]!, waitSeconds: a.reason === "rate" ? Math.floor(a.waitMs / 1000) : Math.ceil(a.waitMs / 1000), lane: a.reason === "slow" ? "slow" : lane });
       });
     }),
-  );
+  ]);
   await Promise.all(
     [...groupBy(waits, (w) => partitionName(w.r.ref))].map(async ([, ws]) => {
       try {
@@ -349,14 +368,25 @@ function forgetInLine(s: Services, limiter: Limiter, destinationId: string, deli
     .catch((err) => log("error", "destination_gate_failed", { destination_id: destinationId, error: errorName(err) }));
 }
 
-/** Returns the wave's permits to the gates, with how each attempt ended (one call per destination). */
-async function releaseWave(s: Services, limiter: Limiter, wave: Ready[], ends: GateEnds): Promise<void> {
+/** How a wave's attempts ended, by destination, for their gates. */
+function endedOf(s: Services, wave: Ready[], ends: GateEnds): Map<string, Ended> {
+  const out = new Map<string, Ended>();
+  for (const [destinationId, rs] of groupBy(wave, (r) => r.destination.id)) {
+    out.set(destinationId, {
+      ends: rs.map((r) => ({ deliveryId: r.item.delivery_id, ...(ends.get(r) ?? { end: "none" as const, durationMs: 0, final: false, retryInMs: 0 }) })),
+      breaker: s.config.breaker,
+      ...(rs[0]!.destination.ordering === "fifo" ? { fifo: { leaseMs: s.config.deliveryTimeoutMs + LEASE_MARGIN_MS } } : {}),
+    });
+  }
+  return out;
+}
+
+/** Returns permits to the gates, with how each attempt ended (one call per destination). */
+async function releaseWave(s: Services, limiter: Limiter, ended: Map<string, Ended>): Promise<void> {
   await Promise.all(
-    [...groupBy(wave, (r) => r.destination.id)].map(async ([destinationId, rs]) => {
-      const list = rs.map((r) => ({ deliveryId: r.item.delivery_id, ...(ends.get(r) ?? { end: "none" as const, durationMs: 0, final: false, retryInMs: 0 }) }));
-      const fifo = rs[0]!.destination.ordering === "fifo" ? { leaseMs: s.config.deliveryTimeoutMs + LEASE_MARGIN_MS } : undefined;
+    [...ended].map(async ([destinationId, e]) => {
       try {
-        await limiter.run("storage", () => s.health(destinationId).release(destinationId, list, s.config.breaker, fifo));
+        await limiter.run("storage", () => s.health(destinationId).release(destinationId, e.ends, e.breaker, e.fifo));
       } catch (err) {
         // The permits lapse after their lease.
         log("error", "destination_gate_failed", { destination_id: destinationId, error: errorName(err) });

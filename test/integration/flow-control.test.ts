@@ -81,6 +81,27 @@ describe("the gate in the deliver path", () => {
     expect(await box.requests()).toHaveLength(20);
   });
 
+  it("a wave's turn at the gate is one call: the last wave's permits come back first, so the next wave is admitted at the cap; the breaker hears how they ended", async () => {
+    const dest = await createDestination(account, source.id, { url: "https://hooks.example.com/turn" });
+    const gate = (env as unknown as Env).DESTINATION_HEALTH.getByName(dest.id);
+    const cfg = { rateLimit: null, maxInFlight: 2, leaseMs: 60_000 };
+    const breaker = { minAttempts: 2, failureRatio: 0.5, openMs: 30_000, openMaxMs: 300_000 };
+    expect((await gate.turn(dest.id, null, { cfg, items: [{ id: "w1-a", retry: false }, { id: "w1-b", retry: false }] })).map((a) => a.kind)).toEqual(["go", "go"]);
+    // At the cap: a plain admission waits.
+    expect((await gate.admit(dest.id, cfg, [{ id: "elsewhere", retry: false }])).map((a) => a.kind)).toEqual(["hold"]);
+    // Both attempts failed to connect: their permits come back and the breaker opens before the next wave asks.
+    const ended = { ends: ["w1-a", "w1-b"].map((deliveryId) => ({ deliveryId, end: "failed" as const, durationMs: 10 })), breaker };
+    const next = await gate.turn(dest.id, ended, { cfg, items: [{ id: "w2-a", retry: false }] });
+    expect(next).toEqual([expect.objectContaining({ kind: "hold", reason: "circuit_open" })]);
+    expect((await gate.gateState()).breaker.state).toBe("open");
+    // A turn with only the ended part releases and admits nothing.
+    const open = { ...cfg, maxInFlight: 1 };
+    const other = (env as unknown as Env).DESTINATION_HEALTH.getByName(`${dest.id}-other`);
+    expect((await other.turn(dest.id, null, { cfg: open, items: [{ id: "x1", retry: false }] })).map((a) => a.kind)).toEqual(["go"]);
+    expect(await other.turn(dest.id, { ends: [{ deliveryId: "x1", end: "succeeded", durationMs: 5 }] }, null)).toEqual([]);
+    expect((await other.turn(dest.id, null, { cfg: open, items: [{ id: "x2", retry: false }] })).map((a) => a.kind)).toEqual(["go"]);
+  });
+
   it("when other consumers hold every permit: the deliveries are held in their partition, pending, with no attempt, no retry spent, and come back as new messages", async () => {
     const dest = await createDestination(account, source.id, { url: "https://hooks.example.com/held" });
     const capped = { ...(env as unknown as Env), MAX_IN_FLIGHT_PER_DESTINATION: "2" } as Env;
