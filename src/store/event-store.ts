@@ -849,10 +849,12 @@ export class EventStore extends DurableObject<Env> {
     if (!this.registration) return true;
     // Its messages still in the outbox are sent all the same: they find no delivery and are dropped.
     for (const table of [deliveries, attempts] as const) {
+      let after = "";
       for (let i = 0; i < 10; i++) {
-        const ids = destinationRows(this.db, table, destinationId, PURGE_CHUNK).all();
+        const ids = destinationRows(this.db, table, destinationId, after, PURGE_CHUNK).all();
         if (ids.length === 0) break;
         this.db.delete(table).where(inJson(table.id, ids.map((r) => r.id))).run();
+        after = ids[ids.length - 1]!.id;
         if (ids.length === PURGE_CHUNK && i === 9) return false;
       }
     }

@@ -59,9 +59,18 @@ export const replayPage = (db: PartitionDb, destinationId: string, low: string, 
     .orderBy(asc(events.id))
     .limit(limit);
 
-/** Rows of one destination in a table, a chunk at a time (its removal). */
-export const destinationRows = (db: PartitionDb, table: typeof deliveries | typeof attempts, destinationId: string, limit: number) =>
-  db.select({ id: table.id }).from(table).where(eq(table.destinationId, destinationId)).limit(limit);
+/**
+ * Rows of one destination in a table after `after`, in id order, a chunk at a time (its
+ * removal): attempts along their destination's index, deliveries along the primary key
+ * (they have no index by destination), each chunk going on where the last one ended.
+ */
+export const destinationRows = (db: PartitionDb, table: typeof deliveries | typeof attempts, destinationId: string, after: string, limit: number) =>
+  db
+    .select({ id: table.id })
+    .from(table)
+    .where(and(eq(table.destinationId, destinationId), gt(table.id, after)))
+    .orderBy(asc(table.id))
+    .limit(limit);
 
 const p = sql.placeholder;
 /** A named value in an UPDATE's SET (drizzle takes placeholders there only inside sql). */

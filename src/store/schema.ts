@@ -78,10 +78,10 @@ export const deliveries = sqliteTable(
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),
   },
-  (t) => [
-    uniqueIndex("deliveries_event_destination_idx").on(t.eventId, t.destinationId),
-    index("deliveries_destination_idx").on(t.destinationId, t.eventId),
-  ],
+  // No index by destination: only a deleted destination's removal looks for its
+  // deliveries, in one pass along the primary key (queries.ts destinationRows), and an
+  // index would cost every delivery one more row written.
+  (t) => [uniqueIndex("deliveries_event_destination_idx").on(t.eventId, t.destinationId)],
 );
 
 /**

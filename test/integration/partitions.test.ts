@@ -383,6 +383,28 @@ describe("removal after a delete", () => {
     expect(left.data).toHaveLength(2);
   });
 
+  it("a destination with more deliveries and attempts than one chunk leaves a partition whole, chunk after chunk along the ids; the others' rows stay", async () => {
+    const ref: PartitionRef = { sourceId: source.id, day: dayOf(Date.now()), shard: 0 };
+    const gone = "dst_gone";
+    const kept = "dst_kept";
+    // 12,000 rows of the removed destination (more than two chunks of 5,000) between 3,000 of another.
+    const counts = await inPartition(ref, async (_db, instance, state) => {
+      const sql = state.storage.sql;
+      const now = Date.now();
+      for (let i = 0; i < 15_000; i++) {
+        const id = `0${String(i).padStart(6, "0")}`;
+        const destination = i % 5 === 4 ? kept : gone;
+        sql.exec("INSERT INTO deliveries (id, event_id, destination_id, status, token, claimed_until, attempt_count, attempts_in_run, created_at, updated_at) VALUES (?, ?, ?, 'succeeded', 't', 0, 1, 1, ?, ?)", id, `e${id}`, destination, now, now);
+        sql.exec("INSERT INTO attempts (id, delivery_id, event_id, destination_id, number, outcome, duration_ms, created_at) VALUES (?, ?, ?, ?, 1, 'succeeded', 5, ?)", `a${id}`, id, `e${id}`, destination, now);
+      }
+      expect(await instance.purgeDestination(gone)).toBe(true);
+      const left = (table: string) => sql.exec<{ destination_id: string; n: number }>(`SELECT destination_id, count(*) AS n FROM ${table} GROUP BY destination_id`).toArray();
+      return { deliveries: left("deliveries"), attempts: left("attempts") };
+    });
+    expect(counts.deliveries).toEqual([{ destination_id: kept, n: 3_000 }]);
+    expect(counts.attempts).toEqual([{ destination_id: kept, n: 3_000 }]);
+  });
+
   it("a source's partitions are dropped whole; the removal is recorded in the same D1 batch as the delete", async () => {
     await insertEvent(source.id, { shard: 0 });
     await insertEvent(source.id, { shard: 5 });
