@@ -29,6 +29,13 @@ import { AttemptCounts, type HourCount } from "./delivery/attempt-counts";
 /** How one attempt ended, for its destination's gate. */
 export type ReleaseEnd = { deliveryId: string; end: AttemptEnd; durationMs: number; final?: boolean; retryInMs?: number };
 
+/** A wave's attempts to one destination, as its gate hears of them (release's arguments). */
+export interface GateRelease {
+  ends: ReleaseEnd[];
+  breaker?: BreakerConfig;
+  fifo?: { leaseMs: number };
+}
+
 const AUTO_DISABLE_THRESHOLD = 10;
 
 interface HealthState {
@@ -224,7 +231,7 @@ export class DestinationHealth extends DurableObject<Env> {
    */
   async turn(
     destinationId: string,
-    ended: { ends: ReleaseEnd[]; breaker?: BreakerConfig; fifo?: { leaseMs: number } } | null,
+    ended: GateRelease | null,
     next: { cfg: GateConfig; items: (GateItem & { fifo?: FifoItem })[] } | null,
   ): Promise<Admission[]> {
     if (ended) await this.release(destinationId, ended.ends, ended.breaker, ended.fifo);

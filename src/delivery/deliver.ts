@@ -25,8 +25,8 @@ import { attemptId, dayOf, parsePartitionName, partitionName, type PartitionRef 
 import type { ClaimedEvent, ClaimItem, Settlement } from "../store/types";
 import { attempt, type Outcome } from "./attempt";
 import { envelopeBytes } from "./envelope";
-import type { ReleaseEnd } from "../destination-health";
-import type { Admission, AttemptEnd, BreakerConfig, Lane } from "./gate";
+import type { GateRelease } from "../destination-health";
+import type { Admission, AttemptEnd, Lane } from "./gate";
 import { Limiter } from "./limiter";
 import type { DeliverMessage, DeliveryItem } from "./messages";
 import { recordWriters, type RecordWriters } from "./records";
@@ -93,13 +93,6 @@ interface Ready extends Waiting {
 
 /** How each attempt of a wave ended, for the destinations' gates. */
 type GateEnds = Map<Ready, { end: AttemptEnd; durationMs: number; final: boolean; retryInMs: number }>;
-
-/** A wave's attempts to one destination, as its gate hears of them (DestinationHealth.release). */
-interface Ended {
-  ends: ReleaseEnd[];
-  breaker: BreakerConfig;
-  fifo?: { leaseMs: number };
-}
 
 /** Bytes held: payloads claimed, and envelopes being sent. */
 class Held {
@@ -181,7 +174,7 @@ export async function deliverBatch(
   const health = healthReports(s, limiter);
   // The last wave's attempts, whose permits go back to their gates with the next wave's
   // admission (one call per destination and wave), or on their own once no wave follows.
-  let ended = new Map<string, Ended>();
+  let ended = new Map<string, GateRelease>();
   while (waiting.length > 0) {
     const claimed = await claimWave(s, limiter, waiting, destinations, held, done, ours);
     waiting = claimed.deferred;
@@ -293,7 +286,7 @@ async function gateWave(
   limiter: Limiter,
   lane: Lane | undefined,
   wave: Ready[],
-  ended: Map<string, Ended>,
+  ended: Map<string, GateRelease>,
   held: Held,
   done: (w: Waiting, what: Settle) => void,
   ours: (w: Waiting) => void,
@@ -369,8 +362,8 @@ function forgetInLine(s: Services, limiter: Limiter, destinationId: string, deli
 }
 
 /** How a wave's attempts ended, by destination, for their gates. */
-function endedOf(s: Services, wave: Ready[], ends: GateEnds): Map<string, Ended> {
-  const out = new Map<string, Ended>();
+function endedOf(s: Services, wave: Ready[], ends: GateEnds): Map<string, GateRelease> {
+  const out = new Map<string, GateRelease>();
   for (const [destinationId, rs] of groupBy(wave, (r) => r.destination.id)) {
     out.set(destinationId, {
       ends: rs.map((r) => ({ deliveryId: r.item.delivery_id, ...(ends.get(r) ?? { end: "none" as const, durationMs: 0, final: false, retryInMs: 0 }) })),
@@ -382,7 +375,7 @@ function endedOf(s: Services, wave: Ready[], ends: GateEnds): Map<string, Ended>
 }
 
 /** Returns permits to the gates, with how each attempt ended (one call per destination). */
-async function releaseWave(s: Services, limiter: Limiter, ended: Map<string, Ended>): Promise<void> {
+async function releaseWave(s: Services, limiter: Limiter, ended: Map<string, GateRelease>): Promise<void> {
   await Promise.all(
     [...ended].map(async ([destinationId, e]) => {
       try {

@@ -9,7 +9,8 @@ import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
 import type { Env } from "../../src/config";
 import type { RateLimiter } from "../../src/rate-limiter";
-import type { Services } from "../../src/services";
+import { servicesFor, type Services } from "../../src/services";
+import { deliverBatch } from "../../src/delivery/deliver";
 import type { EventStore } from "../../src/store/event-store";
 import { dayOf } from "../../src/store/ids";
 import { call, createAccount, createDestination, createSource, envWith, expect422, json, mailbox, type Account } from "../helpers/api";
@@ -79,6 +80,38 @@ describe("the gate in the deliver path", () => {
       expect((await currentMessage(m)).deliveries[0]!.token).toBe(m.deliveries[0]!.token); // never held
     }
     expect(await box.requests()).toHaveLength(20);
+  });
+
+  it("a batch calls a destination's gate once a wave: the last wave's permits go back in the call that admits the next one, and on their own after the last wave", async () => {
+    const box = await mailbox();
+    const dest = await createDestination(account, source.id, { url: box.url });
+    const msgs = [];
+    for (let i = 0; i < 6; i++) msgs.push(await insertDelivery(await insertEvent(source.id), dest.id));
+    const real = servicesFor(env as unknown as Env);
+    const calls: string[] = [];
+    const counting: Services = {
+      ...real,
+      health: (id) => {
+        const stub = real.health(id);
+        return new Proxy(stub, {
+          get(target, prop) {
+            const v = Reflect.get(target, prop) as unknown;
+            if (typeof v !== "function") return v;
+            return (...args: unknown[]) => {
+              calls.push(String(prop));
+              return Reflect.apply(v as (...a: unknown[]) => unknown, target, args);
+            };
+          },
+        });
+      },
+    };
+    await deliverBatch(counting, msgs.map((body, i) => ({ id: `waves-${i}`, body })), () => undefined);
+    expect(await box.requests()).toHaveLength(6);
+    for (const m of msgs) expect(await deliveryRow(m.deliveries[0]!.delivery_id)).toMatchObject({ status: "succeeded", attempt_count: 1 });
+    // Three deliveries of one destination a wave: two waves, three calls to its gate (the run of successes is one more, apart).
+    expect(calls.filter((c) => c !== "success")).toEqual(["turn", "turn", "release"]);
+    // Every permit came back.
+    expect(Object.keys((await (env as unknown as Env).DESTINATION_HEALTH.getByName(dest.id).gateState()).leases)).toEqual([]);
   });
 
   it("a wave's turn at the gate is one call: the last wave's permits come back first, so the next wave is admitted at the cap; the breaker hears how they ended", async () => {
