@@ -3,7 +3,7 @@
  * a DNS-over-HTTPS endpoint whose answers tests set (the injectable resolver).
  * Runs in Node. Everything is driven over HTTP so code inside workerd can use it:
  *
- *   POST /control/mailboxes {script?: Step[], repeat?: Step}  → {id, url}
+ *   POST /control/mailboxes {script?, repeat?, refuse?}        → {id, url}
  *   GET  /control/mailboxes/:id                                → {requests: Received[]}
  *   POST /control/dns {name, addresses}                        sets the DoH answers for a name
  *   GET  /dns-query?name=…&type=A|AAAA                         DoH JSON answers
@@ -11,6 +11,7 @@
  *
  * A step says how to answer one request: a status (default 200), headers, a body, a
  * delay before answering, or a misbehaviour: hang, reset, trickle, huge.
+ * `refuse` fails by event rather than by position (see Refusals).
  * Only erasable TypeScript syntax, so plain `node` runs it too.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
@@ -41,10 +42,41 @@ export interface Received {
   answered?: number;
 }
 
+/**
+ * Refusals by event, not by request: the n-th distinct `webhook-id` this mailbox sees
+ * (counted from 0), when n % every === 0, is answered `status` on its first
+ * 1 + (n / every) % maxRefusals requests, then per the script. So each such event fails
+ * 1, 2, …, maxRefusals times in turn, never more: unlike every n-th request, which can
+ * land on one event's every attempt and exhaust its retries by chance.
+ */
+export interface Refusals {
+  every: number;
+  status: number;
+  maxRefusals: number;
+}
+
 interface Mailbox {
   script: Step[];
   repeat: Step;
+  refuse?: Refusals;
+  /** Refusals left, by webhook-id (every id seen while `refuse` is set). */
+  refusalsLeft: Map<string, number>;
   requests: Received[];
+}
+
+/** The step for a request carrying `webhookId`: a refusal it still owes, or the script's next. */
+function stepFor(box: Mailbox, webhookId: string | undefined): Step {
+  if (box.refuse && webhookId !== undefined) {
+    let left = box.refusalsLeft.get(webhookId);
+    if (left === undefined) {
+      const n = box.refusalsLeft.size;
+      const { every, maxRefusals } = box.refuse;
+      left = n % every === 0 ? 1 + (Math.floor(n / every) % maxRefusals) : 0;
+    }
+    box.refusalsLeft.set(webhookId, Math.max(0, left - 1));
+    if (left > 0) return { status: box.refuse.status };
+  }
+  return box.script.shift() ?? box.repeat;
 }
 
 export interface ReceiverHandle {
@@ -149,9 +181,9 @@ export async function startReceiver(port = 0): Promise<ReceiverHandle> {
       }
       if (parts[0] === "control" && parts[1] === "mailboxes") {
         if (req.method === "POST" && parts.length === 2) {
-          const spec = (body ? JSON.parse(body) : {}) as { script?: Step[]; repeat?: Step };
+          const spec = (body ? JSON.parse(body) : {}) as { script?: Step[]; repeat?: Step; refuse?: Refusals };
           const id = `m${nextId++}`;
-          mailboxes.set(id, { script: spec.script ?? [], repeat: spec.repeat ?? {}, requests: [] });
+          mailboxes.set(id, { script: spec.script ?? [], repeat: spec.repeat ?? {}, refuse: spec.refuse, refusalsLeft: new Map(), requests: [] });
           const host = req.headers.host ?? `127.0.0.1:${(server.address() as AddressInfo).port}`;
           return json(res, 201, { id, url: `http://${host}/r/${id}` });
         }
@@ -170,7 +202,7 @@ export async function startReceiver(port = 0): Promise<ReceiverHandle> {
         if (!box) return json(res, 404, { error: "no such mailbox" });
         const headers: Record<string, string> = {};
         for (const [k, v] of Object.entries(req.headers)) if (typeof v === "string") headers[k] = v;
-        const step = box.script.shift() ?? box.repeat;
+        const step = stepFor(box, headers["webhook-id"]);
         const answered = step.hang || step.reset ? undefined : (step.status ?? 200);
         box.requests.push({ method: req.method ?? "", path: url.pathname + url.search, headers, body, at: Date.now(), answered });
         return answer(res, step);

@@ -5,7 +5,7 @@
  * exactly as sent (by webhook-id and body), at least once.
  */
 import { Webhook } from "standardwebhooks";
-import type { Received, Step } from "../support/receiver";
+import type { Received, Refusals, Step } from "../support/receiver";
 
 export class Api {
   constructor(
@@ -158,7 +158,7 @@ export async function waitFor<T>(check: () => Promise<T | undefined>, timeoutMs:
 }
 
 /** A mailbox on the loopback receiver (test/support/receiver.ts), driven over HTTP. */
-export async function openMailbox(receiverOrigin: string, spec: { script?: Step[]; repeat?: Step } = {}) {
+export async function openMailbox(receiverOrigin: string, spec: { script?: Step[]; repeat?: Step; refuse?: Refusals } = {}) {
   const res = await fetch(`${receiverOrigin}/control/mailboxes`, { method: "POST", body: JSON.stringify(spec) });
   const { id, url } = (await res.json()) as { id: string; url: string };
   return {
