@@ -31,8 +31,8 @@ import {
   runQueue,
   storedEvents,
 } from "../helpers/delivery";
-import { deliveries } from "../../src/store/schema";
-import { and, eq } from "drizzle-orm";
+import { attempts, deliveries, events, outbox } from "../../src/store/schema";
+import { and, eq, getTableColumns, getTableName } from "drizzle-orm";
 import { partitions } from "../../src/db/schema";
 
 let account: Account;
@@ -521,6 +521,44 @@ describe("a delivery whose message was lost", () => {
     const late = await runQueue("krafter-deliver", [lost]);
     expect(late.explicitAcks).toEqual(late.ids);
     expect((await box.requests()).length).toBe(before);
+  });
+});
+
+describe("a partition's tables", () => {
+  const today = () => ({ sourceId: source.id, day: dayOf(Date.now()), shard: 0 });
+
+  it("have the columns src/store/schema.ts declares; deliveries and attempts are WITHOUT ROWID, events keep their rowid", async () => {
+    const shape = await inPartition(today(), (_db, _i, state) => {
+      const out: Record<string, { columns: string[]; withoutRowid: boolean }> = {};
+      for (const t of [events, deliveries, attempts, outbox]) {
+        const name = getTableName(t);
+        const sql = state.storage.sql.exec("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", name).one().sql as string;
+        const columns = state.storage.sql.exec(`PRAGMA table_info("${name}")`).toArray().map((c) => c.name as string);
+        out[name] = { columns: columns.sort(), withoutRowid: /WITHOUT ROWID\s*$/i.test(sql) };
+      }
+      return out;
+    });
+    const declared = (t: typeof events | typeof deliveries | typeof attempts | typeof outbox) => Object.values(getTableColumns(t)).map((c) => c.name).sort();
+    expect(shape).toEqual({
+      events: { columns: declared(events), withoutRowid: false },
+      deliveries: { columns: declared(deliveries), withoutRowid: true },
+      attempts: { columns: declared(attempts), withoutRowid: true },
+      outbox: { columns: declared(outbox), withoutRowid: false },
+    });
+  });
+
+  it("a delivery's insert writes 2 rows (itself, its index by event), an attempt's 3 (itself, its two indexes by destination)", async () => {
+    const written = await inPartition(today(), (_db, _i, state) => {
+      const sql = state.storage.sql;
+      const delivery = sql.exec(
+        "INSERT INTO deliveries (id, event_id, destination_id, token, created_at, updated_at) VALUES ('dlv_1', 'evt_1', 'dst_1', 't', 0, 0)",
+      ).rowsWritten;
+      const attempt = sql.exec(
+        "INSERT INTO attempts (id, delivery_id, event_id, destination_id, number, outcome, duration_ms, created_at) VALUES ('att_1', 'dlv_1', 'evt_1', 'dst_1', 1, 'succeeded', 5, 0)",
+      ).rowsWritten;
+      return { delivery, attempt };
+    });
+    expect(written).toEqual({ delivery: 2, attempt: 3 });
   });
 });
 
