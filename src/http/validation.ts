@@ -37,6 +37,10 @@ const hook = (result: { success: true } | { success: false; error: readonly unkn
   if (!result.success) throw new ValidationError(issuesToDetails(result.error as z.core.$ZodIssue[]));
 };
 
+/** The media types Hono's validator reads as JSON (hono/validator: any other is not parsed), parameters aside. */
+const JSON_MEDIA_TYPE = /^application\/([\w.-]+\+)?json$/i;
+const isJsonMediaType = (type: string) => JSON_MEDIA_TYPE.test(type.split(";")[0]!.trim());
+
 /**
  * For every API request that carries a body: JSON by content type, at most 64 KiB.
  * Applied once for the whole API, before routing reaches a validator.
@@ -44,7 +48,7 @@ const hook = (result: { success: true } | { success: false; error: readonly unkn
 export const apiBodyGuard = createMiddleware<AppEnv>(async (c, next) => {
   if (c.req.raw.body !== null && c.req.header("content-length") !== "0") {
     const type = c.req.header("content-type");
-    if (type === undefined || !/^application\/([\w.-]+\+)?json\s*(;|$)/i.test(type)) {
+    if (type === undefined || !isJsonMediaType(type)) {
       throw new KrafterError("unsupported_media_type", "Send the request body as JSON, with `content-type: application/json`.");
     }
   }
@@ -58,9 +62,6 @@ export const apiBodyLimit = bodyLimit({
   },
 });
 
-/** The media types Hono's validator reads as JSON (hono/validator: any other is not parsed). */
-const JSON_MEDIA_TYPE = /^application\/([\w.-]+\+)?json$/i;
-
 /**
  * A JSON body that does not parse is `invalid_json`, said here. hono-openapi's validator
  * cannot say it: its JSON is read by Hono's validator, which throws an HTTPException 400
@@ -70,7 +71,7 @@ const JSON_MEDIA_TYPE = /^application\/([\w.-]+\+)?json$/i;
  */
 async function parseJson(c: Context, next: Next) {
   const type = c.req.header("content-type");
-  if (type !== undefined && JSON_MEDIA_TYPE.test(type.split(";")[0]!.trim())) {
+  if (type !== undefined && isJsonMediaType(type)) {
     try {
       await c.req.json();
     } catch {

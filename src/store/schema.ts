@@ -119,8 +119,8 @@ export const attempts = sqliteTable(
 export const outbox = sqliteTable("outbox", {
   /** The rowid: increasing while rows wait (no AUTOINCREMENT, which writes sqlite_sequence on every insert). */
   seq: integer("seq").primaryKey(),
-  /** deliver: a deliver message; gate: a hand-over to a destination's gate. */
-  kind: text("kind", { enum: ["deliver", "gate"] }).notNull(),
+  /** What the row holds: a deliver message, the one kind written. */
+  kind: text("kind", { enum: ["deliver"] }).notNull(),
   /** What picks the deliver queue (messages.ts queueKeyOf): a destination id, or an event id for a message to several. */
   queueKey: text("queue_key").notNull(),
   body: text("body", { mode: "json" }).$type<DeliverMessage>().notNull(),
