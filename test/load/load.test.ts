@@ -16,6 +16,7 @@ const EVENTS = Number(process.env.LOAD_EVENTS ?? 5000);
 const SENDERS = Number(process.env.LOAD_SENDERS ?? 50);
 
 let dev: Dev;
+let receiver: ReceiverHandle;
 
 /** How many events were refused how many times: {times: events}. */
 function refusalsById(received: Received[]): Record<number, number> {
@@ -39,7 +40,6 @@ function refusalsExpected(refuse: Refusals, events: number): Record<number, numb
   }
   return out;
 }
-let receiver: ReceiverHandle;
 
 beforeAll(async () => {
   receiver = await startReceiver();
